@@ -1,0 +1,54 @@
+# Config validation (first thing), paths and input functions shared by the stage rules.
+import json
+from pathlib import Path
+
+from snakemake.utils import validate
+
+
+validate(config, "../config/schema.yaml")
+
+for _role in ("teacher", "referee", "generator"):
+    if config["llm"][_role]["endpoint"] not in config["llm"]["endpoints"]:
+        raise ValueError(
+            f"config: llm.{_role}.endpoint={config['llm'][_role]['endpoint']!r} is not one of "
+            f"llm.endpoints ({', '.join(config['llm']['endpoints'])})"
+        )
+
+RESULTS = f"results/{config['run']}"
+ITER = RESULTS + "/iter{k}"
+N_ITERATIONS = config["iterations"]
+
+
+wildcard_constraints:
+    k=r"[1-9][0-9]*",
+    later_k=r"[2-9]|[1-9][0-9]+",
+    pool="train|cache",
+    checkpoint=r"base|iter[1-9][0-9]*",
+
+
+def student_init(wildcards):
+    """Iteration 1 (or student.init=base) starts from the base model, later ones from the last checkpoint."""
+    k = int(wildcards.k)
+    if k == 1 or config["student"]["init"] == "base":
+        return f"{RESULTS}/base_student"
+    return f"{RESULTS}/iter{k - 1}/student"
+
+
+def previous_iteration(wildcards):
+    return RESULTS + f"/iter{int(wildcards.later_k) - 1}"
+
+
+def checkpoint_dir(wildcards):
+    if wildcards.checkpoint == "base":
+        return f"{RESULTS}/base_student"
+    return f"{RESULTS}/{wildcards.checkpoint}/student"
+
+
+def lm_eval_task_files(wildcards):
+    """The task YAMLs and data under eval.lm_eval.include_path (inputs, so edits rerun evaluation)."""
+    root = Path(config["eval"]["lm_eval"]["include_path"])
+    return sorted(str(p) for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+
+
+def iteration_files(name):
+    return expand(f"{ITER}/{name}", k=range(1, N_ITERATIONS + 1))

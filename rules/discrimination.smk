@@ -1,0 +1,48 @@
+# Discrimination: the student answers the cache pool (the teacher's answers come from
+# answer_with_teacher); the referee scores both in both orders; the split gives hard and easy.
+
+
+rule answer_with_student:
+    input:
+        pool=ITER + "/cache_pool.jsonl",
+        student=ITER + "/student",
+    output:
+        answers=ITER + "/student_cache.jsonl",
+    params:
+        generate=config["student"]["generate"],
+        seed=config["seed"],
+    log:
+        f"logs/{config['run']}/iter{{k}}/answer_with_student.log",
+    script:
+        "../workflow/scripts/answer_with_student.py"
+
+
+rule referee_answers:
+    input:
+        teacher=ITER + "/teacher_cache.jsonl",
+        student=ITER + "/student_cache.jsonl",
+        prompt=config["llm"]["referee"]["prompt"],
+    output:
+        scores=ITER + "/referee_scores.jsonl",
+        stats=ITER + "/llm_stats/referee.json",
+    params:
+        llm=config["llm"],
+        max_failure_rate=config["discrimination"]["max_referee_failure_rate"],
+    log:
+        f"logs/{config['run']}/iter{{k}}/referee_answers.log",
+    script:
+        "../workflow/scripts/referee_answers.py"
+
+
+rule split_hard_easy:
+    input:
+        scores=ITER + "/referee_scores.jsonl",
+    output:
+        hard=ITER + "/hard.jsonl",
+        easy=ITER + "/easy.jsonl",
+    params:
+        threshold=config["discrimination"]["threshold"],
+    log:
+        f"logs/{config['run']}/iter{{k}}/split_hard_easy.log",
+    script:
+        "../workflow/scripts/split_hard_easy.py"

@@ -1,0 +1,39 @@
+# Evaluation after the last iteration: lm-eval on the base and final students; the run summary.
+
+
+rule evaluate_student:
+    input:
+        student=checkpoint_dir,
+        tasks=lm_eval_task_files,
+    output:
+        metrics=f"{RESULTS}/eval/{{checkpoint}}.json",
+        details=f"{RESULTS}/eval/{{checkpoint}}_lm_eval.json",
+    params:
+        lm_eval=config["eval"]["lm_eval"],
+    log:
+        f"logs/{config['run']}/evaluate_student_{{checkpoint}}.log",
+    script:
+        "../workflow/scripts/evaluate_student.py"
+
+
+rule summarize_run:
+    input:
+        train_pools=iteration_files("train_pool.jsonl"),
+        cache_pools=iteration_files("cache_pool.jsonl"),
+        scores=iteration_files("referee_scores.jsonl"),
+        hard=iteration_files("hard.jsonl"),
+        easy=iteration_files("easy.jsonl"),
+        new_hard=iteration_files("new_hard.jsonl"),
+        new_easy=iteration_files("new_easy.jsonl"),
+        llm_stats=iteration_files("llm_stats/teacher_train.json")
+        + iteration_files("llm_stats/teacher_cache.json")
+        + iteration_files("llm_stats/referee.json")
+        + iteration_files("llm_stats/generator.json"),
+        base_eval=f"{RESULTS}/eval/base.json",
+        final_eval=f"{RESULTS}/eval/iter{N_ITERATIONS}.json",
+    output:
+        summary=f"{RESULTS}/summary.json",
+    log:
+        f"logs/{config['run']}/summarize_run.log",
+    script:
+        "../workflow/scripts/summarize_run.py"

@@ -1,0 +1,40 @@
+# Generation: new hard instructions modelled on hard ones, new easy ones on easy ones;
+# the new instructions join the pools of the next iteration.
+
+
+rule generate_instructions:
+    input:
+        hard=ITER + "/hard.jsonl",
+        easy=ITER + "/easy.jsonl",
+        cache_pool=ITER + "/cache_pool.jsonl",
+        prompt_hard=config["llm"]["generator"]["prompt_hard"],
+        prompt_easy=config["llm"]["generator"]["prompt_easy"],
+    output:
+        new_hard=ITER + "/new_hard.jsonl",
+        new_easy=ITER + "/new_easy.jsonl",
+        rejected=ITER + "/rejected.jsonl",
+        stats=ITER + "/llm_stats/generator.json",
+    params:
+        llm=config["llm"],
+        generation=config["generation"],
+        seed=config["seed"],
+    log:
+        f"logs/{config['run']}/iter{{k}}/generate_instructions.log",
+    script:
+        "../workflow/scripts/generate_instructions.py"
+
+
+rule update_pools:
+    input:
+        cache_pool=lambda wc: previous_iteration(wc) + "/cache_pool.jsonl",
+        new_hard=lambda wc: previous_iteration(wc) + "/new_hard.jsonl",
+        new_easy=lambda wc: previous_iteration(wc) + "/new_easy.jsonl",
+    output:
+        train=RESULTS + "/iter{later_k}/train_pool.jsonl",
+        cache=RESULTS + "/iter{later_k}/cache_pool.jsonl",
+    params:
+        mode=config["pools"]["next_train_pool"],
+    log:
+        f"logs/{config['run']}/iter{{later_k}}/update_pools.log",
+    script:
+        "../workflow/scripts/update_pools.py"

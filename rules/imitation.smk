@@ -1,0 +1,57 @@
+# Imitation: the teacher answers the train pool; the student is fine-tuned on those answers.
+
+
+rule init_pools:
+    input:
+        seeds=config["data"]["seed_instructions"],
+    output:
+        train=f"{RESULTS}/iter1/train_pool.jsonl",
+        cache=f"{RESULTS}/iter1/cache_pool.jsonl",
+    log:
+        f"logs/{config['run']}/iter1/init_pools.log",
+    script:
+        "../workflow/scripts/init_pools.py"
+
+
+rule answer_with_teacher:
+    input:
+        pool=ITER + "/{pool}_pool.jsonl",
+        prompt=config["llm"]["teacher"]["prompt"],
+    output:
+        answers=ITER + "/teacher_{pool}.jsonl",
+        stats=ITER + "/llm_stats/teacher_{pool}.json",
+    params:
+        llm=config["llm"],
+    log:
+        f"logs/{config['run']}/iter{{k}}/answer_with_teacher_{{pool}}.log",
+    script:
+        "../workflow/scripts/answer_with_teacher.py"
+
+
+rule build_base_student:
+    output:
+        directory(f"{RESULTS}/base_student"),
+    params:
+        base_model=config["student"]["base_model"],
+        seed=config["seed"],
+    log:
+        f"logs/{config['run']}/build_base_student.log",
+    script:
+        "../workflow/scripts/build_base_student.py"
+
+
+rule train_student:
+    input:
+        init=student_init,
+        data=ITER + "/teacher_train.jsonl",
+    output:
+        directory(ITER + "/student"),
+    params:
+        train=lambda wc: json.dumps({**config["student"]["train"], "seed": config["seed"] + int(wc.k)}),
+    resources:
+        gpu=0,
+    log:
+        f"logs/{config['run']}/iter{{k}}/train_student.log",
+    shell:
+        "python -m lionflow.student.train --init {input.init} --data {input.data}"
+        " --out {output} --config-json {params.train:q} > {log} 2>&1"

@@ -1,0 +1,1 @@
+"""lionflow: adversarial distillation (Lion) as files-to-files pipeline stages."""

@@ -1,0 +1,57 @@
+"""Final evaluation with lm-eval on the oracle task YAMLs (resources/lm_eval).
+
+Called through the Python API, not the CLI, so the results land at a fixed path.
+"""
+import json
+import logging
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+MAIN_METRICS = ("exact_match", "acc", "acc_norm", "f1", "bleu")  # first found is the task's score
+
+
+def main_metric(task_results: dict) -> tuple[str, float]:
+    """Pick the headline metric from lm-eval's {"exact_match,strip": .., "acc_stderr,none": ..}."""
+    scores = {k: v for k, v in task_results.items()
+              if "," in k and "_stderr" not in k.split(",")[0] and isinstance(v, (int, float))}
+    for name in MAIN_METRICS:
+        for key, v in scores.items():
+            if key.split(",")[0] == name:
+                return key, float(v)
+    if not scores:
+        raise ValueError(f"no metric in {sorted(task_results)}")
+    key = sorted(scores)[0]
+    return key, float(scores[key])
+
+
+def _json_default(x):
+    try:
+        return float(x)  # numpy scalars
+    except (TypeError, ValueError):
+        return str(x)
+
+
+def run_lm_eval(model_dir, tasks: list[str], include_path, out_json, batch_size: int = 16,
+                limit: int | None = None, device: str = "cpu", data_dir=None) -> dict[str, float]:
+    """Evaluate model_dir on lm-eval tasks; write the results JSON; return {task: score}.
+
+    data_dir overrides where the oracle YAMLs read their data (default: data/ beside them).
+    """
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    t0 = time.time()
+    dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    results = lm_eval.simple_evaluate(
+        model="hf", model_args=f"pretrained={model_dir},dtype={dtype}", tasks=list(tasks),
+        task_manager=TaskManager(include_path=str(include_path)), batch_size=batch_size,
+        device=device, limit=limit, num_fewshot=0, log_samples=False,
+        metadata={"data_dir": str(data_dir)} if data_dir else None)
+    scores = {task: main_metric(results["results"][task])[1] for task in tasks}
+    results["lionflow"] = {"scores": scores, "wall_time_s": round(time.time() - t0, 2)}
+    results.pop("samples", None)
+    Path(out_json).parent.mkdir(parents=True, exist_ok=True)
+    Path(out_json).write_text(json.dumps(results, indent=1, default=_json_default))
+    log.info("lm-eval %s in %.1fs: %s", model_dir, time.time() - t0, scores)
+    return scores

@@ -1,0 +1,98 @@
+"""Generation: new hard instructions modelled on hard ones, new easy ones on easy ones, filtered.
+
+Each request shows the generator one example drawn at random (seeded) and carries its own
+`seed`, so two requests built on the same example are distinct requests (and distinct cache
+entries). Replies go through the paper's filters - cut off by the length limit, 3 words or
+fewer, starting with punctuation, leaking the template's own words, ROUGE-L F > threshold
+against the cache pool or an instruction kept before - and rejected ones are kept with their
+reason. Rounds repeat until the requested count is kept or `max_rounds` is reached.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+
+from .dedup import filter_near_duplicates
+from .llm import LLM, LLMFailure
+from .prompts import PromptTemplate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Filters:
+    min_words: int = 4  # the paper rejects instructions of 3 words or fewer
+    rouge_threshold: float = 0.7
+    leak_words: tuple[str, ...] = ()
+
+
+def reject_reason(text: str, finish_reason: str, filters: Filters) -> str | None:
+    """The first cheap filter that rejects a generated instruction, or None."""
+    if finish_reason == "length":
+        return "truncated"
+    if len(text.split()) < filters.min_words:
+        return "too_short"
+    if not text[0].isalnum() and text[0] not in "\"'(":
+        return "starts_with_punctuation"
+    lowered = text.lower()
+    if any(word.lower() in lowered for word in filters.leak_words):
+        return "leaked_template"
+    return None
+
+
+def generate_instructions(generator: LLM, template: PromptTemplate, examples: list[dict], *, origin: str,
+                          count: int, iteration: int, pool: list[str], filters: Filters, seed: int,
+                          max_rounds: int = 3) -> tuple[list[dict], list[dict]]:
+    """Returns (kept instructions, schema `instruction`; rejected, schema `rejected_instruction`).
+
+    `pool` holds the texts to deduplicate against (the cache pool, plus instructions kept by
+    an earlier call in the same iteration); kept ones are appended to it.
+    """
+    kept: list[dict] = []
+    rejected: list[dict] = []
+    if not examples or count == 0:
+        log.warning("no %s examples: no new %s instructions this iteration", origin, origin)
+        return kept, rejected
+    rng = random.Random(f"{seed}-{iteration}-{origin}")
+    request_index = 0
+    for round_ in range(max_rounds):
+        missing = count - len(kept)
+        if missing <= 0:
+            break
+        parents = [rng.choice(examples) for _ in range(missing)]
+        requests = []
+        for parent in parents:
+            messages = template.messages(instruction=parent["instruction"], input=parent["input"])
+            requests.append((messages, {"seed": seed * 1_000_003 + request_index}))
+            request_index += 1
+        replies = generator.complete(requests, desc=f"generate {origin} (round {round_ + 1})")
+        failures = [r for r in replies if isinstance(r, LLMFailure)]
+        if failures:
+            raise RuntimeError(f"{len(failures)} generator requests failed after retries; first: {failures[0].error}")
+
+        candidates = []  # (parent, text) that passed the cheap filters
+        for parent, reply in zip(parents, replies):
+            text = reply.content.strip()
+            reason = reject_reason(text, reply.finish_reason, filters) if text else "too_short"
+            if reason:
+                rejected.append({"instruction": text, "origin": origin, "parent_id": parent["id"], "reason": reason,
+                                 "max_similarity": None, "most_similar": None})
+            else:
+                candidates.append((parent, text))
+        decisions = filter_near_duplicates([t for _, t in candidates], pool, filters.rouge_threshold)
+        for (parent, text), d in zip(candidates, decisions):
+            if d.kept:
+                pool.append(text)
+                kept.append({"id": f"it{iteration}-{origin}-{len(kept) + 1:05d}", "instruction": text, "input": "",
+                             "origin": origin, "iteration": iteration, "parent_id": parent["id"],
+                             "max_similarity": round(d.max_similarity, 6)})
+            else:
+                rejected.append({"instruction": text, "origin": origin, "parent_id": parent["id"],
+                                 "reason": "near_duplicate", "max_similarity": d.max_similarity,
+                                 "most_similar": d.most_similar})
+        log.info("%s round %d: %d kept so far, %d rejected so far", origin, round_ + 1, len(kept), len(rejected))
+    if len(kept) < count:
+        log.warning("kept %d of %d new %s instructions after %d rounds", len(kept), count, origin, max_rounds)
+    return kept, rejected

@@ -1,0 +1,1 @@
+"""The student: a small causal LM that is instruction-tuned on teacher answers."""

@@ -1,0 +1,51 @@
+"""Batched answers from the student: left padding, length-sorted batches, seeded."""
+from dataclasses import dataclass
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from .prompting import ensure_chat_template, prompt_text
+
+
+@dataclass
+class GenerateConfig:
+    max_new_tokens: int = 1024
+    temperature: float = 0.7
+    top_p: float = 1.0
+    batch_size: int = 16
+    seed: int = 0
+
+    @property
+    def do_sample(self) -> bool:
+        return self.temperature > 0
+
+
+def generate_answers(model_dir, items: list[dict], cfg: GenerateConfig = GenerateConfig(),
+                     device: str | None = None) -> list[dict]:
+    """items: dicts with instruction, input. Returns [{answer, finish_reason}] in input order."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    tokenizer = ensure_chat_template(AutoTokenizer.from_pretrained(model_dir))
+    tokenizer.padding_side = "left"  # decoder-only: generated tokens must follow the prompt
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir, dtype=torch.bfloat16 if device.startswith("cuda") else torch.float32).to(device).eval()
+    eos = tokenizer.eos_token_id
+    sampling = dict(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p) if cfg.do_sample \
+        else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+
+    prompts = [prompt_text(tokenizer, it["instruction"], it.get("input", "")) for it in items]
+    lengths = [len(tokenizer(p).input_ids) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])  # similar lengths share a batch
+    torch.manual_seed(cfg.seed)
+    results: list[dict | None] = [None] * len(items)
+    for start in range(0, len(order), cfg.batch_size):
+        idx = order[start:start + cfg.batch_size]
+        enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(device)
+        with torch.no_grad():
+            out = model.generate(**enc, max_new_tokens=cfg.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                                 eos_token_id=eos, **sampling)
+        for row, i in zip(out[:, enc.input_ids.shape[1]:].tolist(), idx):
+            stopped = eos in row
+            row = row[:row.index(eos)] if stopped else row
+            results[i] = {"answer": tokenizer.decode(row, skip_special_tokens=True).strip(),
+                          "finish_reason": "stop" if stopped else "length"}
+    return results

@@ -1,0 +1,24 @@
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests never reach a hub: everything is built locally or shipped under resources/.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPTS = ROOT / "resources" / "prompts"
+
+
+@pytest.fixture
+def oracle_llm(tmp_path):
+    """Factory: an LLM client for a role, talking to the in-process oracle, with a fresh cache."""
+    from lionflow.llm import LLM, Endpoint, ResponseCache, Role
+
+    def make(role="teacher", params=None, cache_dir=None):
+        endpoint = Endpoint(name="oracle", base_url="builtin://oracle", max_concurrency=8)
+        return LLM(Role(role, endpoint, "oracle-1", dict(params or {})), ResponseCache(cache_dir or tmp_path / "cache"))
+
+    return make

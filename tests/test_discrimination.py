@@ -1,0 +1,84 @@
+import pytest
+
+from lionflow.discrimination import check_failure_rate, parse_scores, score_pairs, split_hard_easy
+from lionflow.llm import Completion
+from lionflow.prompts import PromptTemplate
+
+from conftest import PROMPTS
+
+
+@pytest.mark.parametrize("reply, expected", [
+    ("Both fine.\nAssistant 1: 8\nAssistant 2: 6", (8.0, 6.0)),
+    ("**Assistant 1:** 7.5\n**Assistant 2:** 9/10", (7.5, 9.0)),
+    ("Assistant 1: 3\nAssistant 2: 4\nOn reflection:\nAssistant 1 score: 5\nAssistant 2 score: 4", (5.0, 4.0)),
+])
+def test_parse_scores(reply, expected):
+    assert parse_scores(reply) == expected
+
+
+@pytest.mark.parametrize("reply", ["", "Assistant 1: 8", "Assistant 1: 8\nAssistant 2: 11",
+                                   "Assistant 1: 0\nAssistant 2: 5", "I like both."])
+def test_parse_scores_rejects(reply):
+    with pytest.raises(ValueError):
+        parse_scores(reply)
+
+
+def _answers(pairs):
+    teacher = [{"id": f"q{i}", "instruction": q, "input": inp, "answer": a, "model": "t", "finish_reason": "stop"}
+               for i, (q, inp, a, _) in enumerate(pairs)]
+    student = [{**t, "answer": s, "model": "s"} for t, (_, _, _, s) in zip(teacher, pairs)]
+    return teacher, student
+
+
+def test_both_orders_cancel_position_bias_with_the_oracle(oracle_llm):
+    teacher, student = _answers([
+        ("What is 23 + 72?", "", "95", "95"),
+        ("Sort the numbers in the input in ascending order.", "5, 3, 9", "3, 5, 9", "9"),
+    ])
+    records = score_pairs(oracle_llm("referee"), PromptTemplate.load(PROMPTS / "referee.yaml"), teacher, student, 1)
+    same, wrong = records
+    # The oracle adds +1 to whichever answer is shown first: each order alone is biased...
+    assert same["orders"][0]["teacher_score"] == same["orders"][0]["student_score"] + 1
+    assert same["orders"][1]["student_score"] == same["orders"][1]["teacher_score"] + 1
+    # ...the mean over both orders is not.
+    assert same["gap"] == 0 and not same["failed"]
+    assert wrong["gap"] >= 1 and wrong["teacher_score"] > wrong["student_score"]
+    hard, easy = split_hard_easy(records, threshold=1.0)
+    assert [r["id"] for r in hard] == ["q1"] and [r["id"] for r in easy] == ["q0"]
+    assert hard[0]["input"] == "5, 3, 9"  # the input is carried through
+
+
+class ScriptedReferee:
+    """Replies in turn from a list; records the extra params of each request."""
+
+    def __init__(self, replies):
+        self.replies, self.seen = list(replies), []
+
+    def complete(self, requests, desc=""):
+        self.seen += [extra for _, extra in requests]
+        return [Completion(self.replies.pop(0), "stop", False) for _ in requests]
+
+
+def test_unparseable_replies_are_retried_then_counted_as_failures():
+    teacher, student = _answers([("Say hi please now.", "", "hi", "hello")])
+    template = PromptTemplate.load(PROMPTS / "referee.yaml")
+    referee = ScriptedReferee(["Assistant 1: 9\nAssistant 2: 4", "no scores here",  # attempt 1
+                               "still nothing"])  # attempt 2, student-first order
+    [record] = score_pairs(referee, template, teacher, student, parse_retries=1)
+    assert record["failed"] and record["gap"] is None and record["teacher_score"] is None
+    assert record["orders"][1]["attempts"] == 2 and "unparseable" in record["orders"][1]["error"]
+    assert referee.seen == [{}, {}, {"seed": 1}]  # the retry is a new request, not a cache hit
+    assert split_hard_easy([record], 1.0) == ([], [])
+    with pytest.raises(RuntimeError, match="referee failed on 1 of 1 pairs"):
+        check_failure_rate([record], max_rate=0.5)
+
+    referee = ScriptedReferee(["Assistant 1: 9\nAssistant 2: 4", "nothing", "Assistant 1: 5\nAssistant 2: 8"])
+    [record] = score_pairs(referee, template, teacher, student, parse_retries=1)
+    assert not record["failed"] and record["teacher_score"] == 8.5 and record["student_score"] == 4.5
+
+
+def test_split_threshold_is_inclusive():
+    rec = lambda i, t, s: {"id": i, "instruction": "x y z w", "input": "", "teacher_score": t, "student_score": s,
+                           "gap": t - s, "failed": False, "orders": []}
+    hard, easy = split_hard_easy([rec("a", 9, 8), rec("b", 9, 8.5), rec("c", 5, 9)], threshold=1.0)
+    assert [r["id"] for r in hard] == ["a"] and [r["id"] for r in easy] == ["b", "c"]

@@ -1,0 +1,86 @@
+import asyncio
+import json
+import os
+
+import pytest
+
+from lionflow.llm import LLM, Endpoint, LLMFailure, ResponseCache, Role, request_key
+from lionflow.prompts import PromptTemplate
+
+from conftest import PROMPTS
+
+
+def _teacher_requests(instructions):
+    t = PromptTemplate.load(PROMPTS / "teacher.yaml")
+    return [(t.messages(instruction=i), {}) for i in instructions]
+
+
+def test_teacher_through_openai_client_and_cache(oracle_llm, tmp_path):
+    llm = oracle_llm("teacher", {"temperature": 0.7, "max_tokens": 64})
+    replies = llm.complete(_teacher_requests(["What is 23 + 72?", "Reverse the word \"lion\"."]))
+    assert [r.content for r in replies] == ["95", "noil"]
+    assert llm.stats.paid == 2 and llm.stats.cache_hits == 0
+
+    # A new process (new cache object) pays nothing for the same requests...
+    again = oracle_llm("teacher", {"temperature": 0.7, "max_tokens": 64})
+    assert [r.content for r in again.complete(_teacher_requests(["What is 23 + 72?"]))] == ["95"]
+    assert again.stats.paid == 0 and again.stats.cache_hits == 1
+    # ...but a change of any sampling parameter is a different request.
+    other = oracle_llm("teacher", {"temperature": 0.2, "max_tokens": 64})
+    other.complete(_teacher_requests(["What is 23 + 72?"]))
+    assert other.stats.paid == 1
+
+
+def test_identical_requests_in_flight_are_sent_once(oracle_llm):
+    llm = oracle_llm()
+    replies = llm.complete(_teacher_requests(["What is 2 + 2?"] * 5))
+    assert {r.content for r in replies} == {"4"}
+    assert llm.stats.requests == 5 and llm.stats.paid == 1
+
+
+def test_cache_survives_a_torn_line(tmp_path):
+    cache = ResponseCache(tmp_path)
+    cache.put("k1", {"content": "a", "finish_reason": "stop"})
+    cache.close()
+    part = next(tmp_path.glob("part-*.jsonl"))
+    with open(part, "a") as f:
+        f.write('{"key": "k2", "content": "half')  # a writer killed mid-line
+    fresh = ResponseCache(tmp_path)
+    assert fresh.get("k1")["content"] == "a" and fresh.get("k2") is None
+    fresh.put("k2", {"content": "b", "finish_reason": "stop"})  # new writers use their own part file
+    fresh.close()
+    assert ResponseCache(tmp_path).get("k2")["content"] == "b"
+
+
+def test_request_key_covers_model_messages_and_params():
+    m = [{"role": "user", "content": "x"}]
+    base = request_key("http://a/v1", "m", m, {"temperature": 0.7})
+    assert base == request_key("http://a/v1/", "m", m, {"temperature": 0.7})
+    assert base != request_key("http://a/v1", "m2", m, {"temperature": 0.7})
+    assert base != request_key("http://a/v1", "m", [{"role": "user", "content": "y"}], {"temperature": 0.7})
+    assert base != request_key("http://a/v1", "m", m, {"temperature": 0.7, "seed": 1})
+
+
+def test_failed_request_is_a_failure_value_not_text(tmp_path):
+    # Nothing listens on this port: connection errors, retried, then reported as failures.
+    endpoint = Endpoint(name="dead", base_url="http://127.0.0.1:9/v1", max_retries=1, timeout_s=2)
+    llm = LLM(Role("teacher", endpoint, "m", {}), ResponseCache(tmp_path / "c"))
+    [reply] = llm.complete(_teacher_requests(["What is 2 + 2?"]))
+    assert isinstance(reply, LLMFailure) and "Connection" in reply.error
+    assert llm.stats.failures == 1 and len(ResponseCache(tmp_path / "c")) == 0
+
+
+def test_api_key_only_from_environment(monkeypatch, tmp_path):
+    endpoint = Endpoint(name="openai", base_url="https://api.example.invalid/v1", api_key_env="LIONFLOW_TEST_KEY")
+    monkeypatch.delenv("LIONFLOW_TEST_KEY", raising=False)
+    with pytest.raises(RuntimeError, match="LIONFLOW_TEST_KEY is not set"):
+        endpoint.api_key()
+    monkeypatch.setenv("LIONFLOW_TEST_KEY", "sk-secret-123")
+    assert endpoint.api_key() == "sk-secret-123"
+
+
+def test_role_from_config():
+    config = {"llm": {"endpoints": {"e": {"base_url": "builtin://oracle", "max_concurrency": 3}},
+                      "referee": {"endpoint": "e", "model": "m", "params": {"temperature": 0.2}}}}
+    role = Role.from_config(config, "referee")
+    assert role.endpoint.max_concurrency == 3 and role.params == {"temperature": 0.2} and role.model == "m"

@@ -1,0 +1,118 @@
+"""End to end: Snakemake runs the whole loop on a micro config; every artifact validates;
+a no-op rerun has nothing to do; a referee-prompt edit reruns only its dependants and pays no
+teacher request twice; a bad seed file fails with file, line and field and writes nothing."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lionflow.artifacts import read_json, read_jsonl
+from lionflow.llm import ResponseCache
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+SCHEMA_OF = {
+    "train_pool.jsonl": "instruction", "cache_pool.jsonl": "instruction", "teacher_train.jsonl": "answer",
+    "teacher_cache.jsonl": "answer", "student_cache.jsonl": "answer", "referee_scores.jsonl": "referee_score",
+    "hard.jsonl": "scored_instruction", "easy.jsonl": "scored_instruction", "new_hard.jsonl": "instruction",
+    "new_easy.jsonl": "instruction", "rejected.jsonl": "rejected_instruction",
+}
+
+
+def snakemake(workdir, *args, check=True):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", "tests/micro/config.yaml", *args]
+    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def planned_jobs(workdir):
+    """Rule name -> job count of a dry run."""
+    out = snakemake(workdir, "-n", "--quiet", "rules").stdout
+    jobs = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("job", "total"):
+            jobs[parts[0]] = int(parts[1])
+    return jobs
+
+
+def llm_paid(run_dir, stage):
+    return {p.parent.parent.name: read_json(p, "llm_stats")["paid"] for p in run_dir.glob(f"iter*/llm_stats/{stage}.json")}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("lionflow")
+    for name in ("Snakefile", "rules", "workflow", "config", "resources", "tests"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, wd / name)
+    snakemake(wd)
+    return wd
+
+
+def test_every_artifact_validates(workdir):
+    run = workdir / "results" / "micro"
+    for k in (1, 2):
+        for name, kind in SCHEMA_OF.items():
+            read_jsonl(run / f"iter{k}" / name, kind)
+        for stage in ("teacher_train", "teacher_cache", "referee", "generator"):
+            read_json(run / f"iter{k}" / "llm_stats" / f"{stage}.json", "llm_stats")
+    summary = read_json(run / "summary.json", "summary")
+    assert [it["iteration"] for it in summary["iterations"]] == [1, 2]
+    first, second = summary["iterations"]
+    assert first["train_pool_size"] == first["cache_pool_size"] == 18
+    assert first["n_hard"] + first["n_easy"] + first["referee_failures"] == 18
+    assert second["train_pool_size"] == first["new_hard"] + first["new_easy"]
+    assert second["cache_pool_size"] == 18 + second["train_pool_size"]
+    assert set(summary["base_eval"]) == set(summary["final_eval"]) == {"oracle_gen", "oracle_mc"}
+    # The Alpaca input field reaches the teacher's answers and the referee.
+    scores = {r["id"]: r for r in read_jsonl(run / "iter1" / "referee_scores.jsonl", "referee_score")}
+    assert scores["seed-0007"]["input"] == "68, 29, 98"
+    teacher = {r["id"]: r for r in read_jsonl(run / "iter1" / "teacher_train.jsonl", "answer")}
+    assert teacher["seed-0007"]["answer"] == "29, 68, 98"
+    # The checkpoint loads with the Auto classes and carries its chat template.
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    AutoModelForCausalLM.from_pretrained(run / "iter2" / "student")
+    assert AutoTokenizer.from_pretrained(run / "iter2" / "student").chat_template
+
+
+def test_nothing_to_do_after_a_complete_run(workdir):
+    assert planned_jobs(workdir) == {}
+
+
+def test_editing_the_referee_prompt_reruns_only_its_dependants(workdir):
+    run = workdir / "results" / "micro"
+    teacher_answers_before = (run / "iter2" / "teacher_train.jsonl").read_text()
+    prompt = workdir / "resources" / "prompts" / "referee.yaml"
+    prompt.write_text(prompt.read_text().replace("fair and strict referee", "fair, strict referee"))
+    jobs = planned_jobs(workdir)
+    assert jobs["referee_answers"] == 2 and "build_base_student" not in jobs and "init_pools" not in jobs
+    # Iteration 1's teacher answers and training do not depend on the referee.
+    assert jobs.get("answer_with_teacher", 0) == 2 and jobs.get("train_student", 0) == 1
+    assert "evaluate_student" in jobs and jobs["evaluate_student"] == 1  # only the final checkpoint
+    snakemake(workdir)
+    assert llm_paid(run, "referee") == {"iter1": 36, "iter2": 36}  # new prompt: new requests
+    assert llm_paid(run, "teacher_train")["iter2"] == 0  # same instructions: all from the cache
+    assert llm_paid(run, "teacher_cache")["iter2"] == 0
+    assert (run / "iter2" / "teacher_train.jsonl").read_text() == teacher_answers_before
+
+
+def test_bad_seed_file_names_file_line_and_field(workdir):
+    seeds = workdir / "tests" / "micro" / "bad_seeds.jsonl"
+    seeds.write_text('{"id": "a", "instruction": "What is 2 + 2?"}\n{"id": "b", "input": "x"}\n')
+    (workdir / "bad.yaml").write_text("run: bad\ndata: {seed_instructions: tests/micro/bad_seeds.jsonl}\n")
+    proc = snakemake(workdir, "--configfile", "tests/micro/config.yaml", "bad.yaml", check=False)
+    assert proc.returncode != 0
+    log = (workdir / "logs" / "bad" / "iter1" / "init_pools.log").read_text()
+    assert "bad_seeds.jsonl:2: field 'instruction'" in log
+    assert not (workdir / "results" / "bad" / "iter1" / "train_pool.jsonl").exists()

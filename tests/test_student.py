@@ -1,0 +1,93 @@
+"""Student: tiny builtin model, prompt format, label masking, training, generation."""
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from lionflow.student.builtin import build_tiny_student
+from lionflow.student.generate import GenerateConfig, generate_answers
+from lionflow.student.prompting import prompt_text, user_content
+from lionflow.student.train import encode_example, main as train_main
+
+TINY = dict(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, max_length=256)
+WORDS = "lion tiger cat dog bird fish wolf bear frog owl".split()
+
+
+def examples(n):
+    out = []
+    for i in range(n):
+        w = WORDS[i % len(WORDS)]
+        out.append({"instruction": f"Write '{w}' in uppercase letters.", "input": "", "answer": w.upper()}
+                   if i % 2 else {"instruction": "Repeat the input.", "input": w, "answer": w, "family": "x"})
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return build_tiny_student(tmp_path_factory.mktemp("tiny"), seed=0, **TINY)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("trained")
+    data = tmp / "train.jsonl"
+    data.write_text("".join(json.dumps(e) + "\n" for e in examples(50)))
+    cfg = dict(epochs=8, learning_rate=3e-3, effective_batch_size=8, per_device_batch_size=4, log_every=5)
+    train_main(["--init", str(tiny), "--data", str(data), "--out", str(tmp / "out"),
+                "--config-json", json.dumps(cfg)])
+    return tmp / "out"
+
+
+def test_builtin_roundtrip(tiny):
+    tok = AutoTokenizer.from_pretrained(tiny)
+    model = AutoModelForCausalLM.from_pretrained(tiny)
+    assert tok.padding_side == "left" and tok.model_max_length == TINY["max_length"]
+    assert model.config.pad_token_id == tok.pad_token_id == model.generation_config.pad_token_id
+    assert model.generation_config.eos_token_id == tok.eos_token_id
+    # byte-level: every digit its own token, text round-trips exactly
+    assert tok.tokenize("1234") == list("1234")
+    text = "Sort 5, 3, 9 — naïve!"
+    assert tok.decode(tok(text).input_ids) == text
+
+
+def test_chat_template_alpaca(tiny):
+    tok = AutoTokenizer.from_pretrained(tiny)
+    assert user_content("Sort.", "") == "Sort."
+    assert prompt_text(tok, "Sort the numbers.", "5, 3, 9") == (
+        "### Instruction:\nSort the numbers.\n\n### Input:\n5, 3, 9\n\n### Response:\n")
+    assert prompt_text(tok, "What is 37 + 58?", "") == "### Instruction:\nWhat is 37 + 58?\n\n### Response:\n"
+
+
+def test_labels_mask_prompt(tiny):
+    tok = AutoTokenizer.from_pretrained(tiny)
+    ex = {"instruction": "Reverse the word 'lion'.", "input": "", "answer": "noil"}
+    feats, truncated = encode_example(tok, ex, max_length=256)
+    trained = [t for t in feats["labels"] if t != -100]
+    assert trained == tok("noil", add_special_tokens=False).input_ids + [tok.eos_token_id]
+    assert feats["labels"][-len(trained):] == feats["input_ids"][-len(trained):]
+    assert tok.decode(feats["input_ids"][:-len(trained)]) == prompt_text(tok, ex["instruction"], "")
+    assert not truncated
+    feats, truncated = encode_example(tok, ex, max_length=10)
+    assert truncated and len(feats["input_ids"]) == 10
+
+
+def test_training_reduces_loss(trained):
+    log = json.loads((trained / "training_log.json").read_text())
+    losses = [s["loss"] for s in log["steps"]]
+    assert log["grad_accum"] == 2 and log["optimizer_steps"] == 8 * 7  # ceil(13 batches / 2)
+    assert losses[-1] < 0.6 * losses[0]
+    AutoModelForCausalLM.from_pretrained(trained)
+    assert AutoTokenizer.from_pretrained(trained).chat_template
+
+
+def test_generation_order_seed_and_batching(trained):
+    items = [{"instruction": e["instruction"], "input": e["input"]} for e in examples(12)]
+    greedy = GenerateConfig(max_new_tokens=8, temperature=0, batch_size=5)
+    batched = generate_answers(trained, items, greedy)
+    # one at a time: same greedy answers, so batching (length-sorted) restored the order
+    assert batched == [generate_answers(trained, [it], greedy)[0] for it in items]
+    assert len({r["answer"] for r in batched}) > 1  # answers differ, so order is observable
+    assert all(r["finish_reason"] in ("stop", "length") for r in batched)
+    sample = GenerateConfig(max_new_tokens=8, temperature=1.0, batch_size=5, seed=3)
+    assert generate_answers(trained, items, sample) == generate_answers(trained, items, sample)

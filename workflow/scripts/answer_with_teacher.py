@@ -1,0 +1,12 @@
+"""The teacher answers every instruction of a pool (train pool: imitation; cache pool: discrimination)."""
+from lionflow.artifacts import read_jsonl, write_json, write_jsonl
+from lionflow.imitation import teacher_answers
+from lionflow.smk import llm_for, setup_logging, template
+
+log = setup_logging(snakemake)
+pool = read_jsonl(snakemake.input.pool, "instruction")
+teacher = llm_for(snakemake.params.llm, "teacher")
+answers = teacher_answers(teacher, template(snakemake.input.prompt), pool)
+write_jsonl(snakemake.output.answers, answers, "answer")
+write_json(snakemake.output.stats, teacher.stats.as_dict(teacher.role), "llm_stats")
+log.info("teacher: %s", teacher.stats)

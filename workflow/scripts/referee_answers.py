@@ -1,0 +1,15 @@
+"""The referee scores each (teacher, student) answer pair in both orders."""
+from lionflow.artifacts import read_jsonl, write_json, write_jsonl
+from lionflow.discrimination import check_failure_rate, score_pairs
+from lionflow.smk import llm_for, setup_logging, template
+
+log = setup_logging(snakemake)
+teacher = read_jsonl(snakemake.input.teacher, "answer")
+student = read_jsonl(snakemake.input.student, "answer")
+referee = llm_for(snakemake.params.llm, "referee")
+records = score_pairs(referee, template(snakemake.input.prompt), teacher, student,
+                      parse_retries=snakemake.params.llm["referee"]["parse_retries"])
+failures = check_failure_rate(records, snakemake.params.max_failure_rate)
+write_jsonl(snakemake.output.scores, records, "referee_score")
+write_json(snakemake.output.stats, referee.stats.as_dict(referee.role), "llm_stats")
+log.info("referee: %d pairs, %d failures; %s", len(records), failures, referee.stats)
