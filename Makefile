@@ -24,7 +24,8 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 
 demo: venv  ## the whole loop on the embedded offline default
 	$(BIN)/snakemake --profile profiles/local
-	@echo "Summary: results/demo/summary.json"
+	@$(BIN)/python -m lionflow.summary results/demo/summary.json
+	@echo "Full summary: results/demo/summary.json"
 
 dry-run: venv
 	$(BIN)/snakemake --profile profiles/local -n

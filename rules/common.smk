@@ -15,8 +15,11 @@ for _role in ("teacher", "referee", "generator"):
         )
 
 RESULTS = f"results/{config['run']}"
-ITER = RESULTS + "/iter{k}"
+ITER = f"{RESULTS}/iter{{k}}"
 N_ITERATIONS = config["iterations"]
+# Threads of a torch job (training, student generation, lm-eval). Snakemake lowers it to the
+# cores available, so on a small machine these jobs do not run side by side and fight for cores.
+TORCH_THREADS = 4
 
 
 wildcard_constraints:
@@ -34,8 +37,8 @@ def student_init(wildcards):
     return f"{RESULTS}/iter{k - 1}/student"
 
 
-def previous_iteration(wildcards):
-    return RESULTS + f"/iter{int(wildcards.later_k) - 1}"
+def previous_iteration(wildcards, name):
+    return f"{RESULTS}/iter{int(wildcards.later_k) - 1}/{name}"
 
 
 def checkpoint_dir(wildcards):

@@ -4,13 +4,14 @@
 
 rule answer_with_student:
     input:
-        pool=ITER + "/cache_pool.jsonl",
-        student=ITER + "/student",
+        pool=f"{ITER}/cache_pool.jsonl",
+        student=f"{ITER}/student",
     output:
-        answers=ITER + "/student_cache.jsonl",
+        answers=f"{ITER}/student_cache.jsonl",
     params:
         generate=config["student"]["generate"],
         seed=config["seed"],
+    threads: TORCH_THREADS
     log:
         f"logs/{config['run']}/iter{{k}}/answer_with_student.log",
     script:
@@ -19,12 +20,12 @@ rule answer_with_student:
 
 rule referee_answers:
     input:
-        teacher=ITER + "/teacher_cache.jsonl",
-        student=ITER + "/student_cache.jsonl",
+        teacher=f"{ITER}/teacher_cache.jsonl",
+        student=f"{ITER}/student_cache.jsonl",
         prompt=config["llm"]["referee"]["prompt"],
     output:
-        scores=ITER + "/referee_scores.jsonl",
-        stats=ITER + "/llm_stats/referee.json",
+        scores=f"{ITER}/referee_scores.jsonl",
+        stats=f"{ITER}/llm_stats/referee.json",
     params:
         llm=config["llm"],
         max_failure_rate=config["discrimination"]["max_referee_failure_rate"],
@@ -36,10 +37,10 @@ rule referee_answers:
 
 rule split_hard_easy:
     input:
-        scores=ITER + "/referee_scores.jsonl",
+        scores=f"{ITER}/referee_scores.jsonl",
     output:
-        hard=ITER + "/hard.jsonl",
-        easy=ITER + "/easy.jsonl",
+        hard=f"{ITER}/hard.jsonl",
+        easy=f"{ITER}/easy.jsonl",
     params:
         threshold=config["discrimination"]["threshold"],
     log:

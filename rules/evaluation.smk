@@ -1,4 +1,4 @@
-# Evaluation after the last iteration: lm-eval on the base and final students; the run summary.
+# Evaluation: lm-eval on the base student and on every iteration's checkpoint; the run summary.
 
 
 rule evaluate_student:
@@ -10,6 +10,7 @@ rule evaluate_student:
         details=f"{RESULTS}/eval/{{checkpoint}}_lm_eval.json",
     params:
         lm_eval=config["eval"]["lm_eval"],
+    threads: TORCH_THREADS
     log:
         f"logs/{config['run']}/evaluate_student_{{checkpoint}}.log",
     script:
@@ -30,7 +31,7 @@ rule summarize_run:
         + iteration_files("llm_stats/referee.json")
         + iteration_files("llm_stats/generator.json"),
         base_eval=f"{RESULTS}/eval/base.json",
-        final_eval=f"{RESULTS}/eval/iter{N_ITERATIONS}.json",
+        iteration_evals=expand(f"{RESULTS}/eval/iter{{k}}.json", k=range(1, N_ITERATIONS + 1)),
     output:
         summary=f"{RESULTS}/summary.json",
     log:

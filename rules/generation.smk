@@ -4,16 +4,16 @@
 
 rule generate_instructions:
     input:
-        hard=ITER + "/hard.jsonl",
-        easy=ITER + "/easy.jsonl",
-        cache_pool=ITER + "/cache_pool.jsonl",
+        hard=f"{ITER}/hard.jsonl",
+        easy=f"{ITER}/easy.jsonl",
+        cache_pool=f"{ITER}/cache_pool.jsonl",
         prompt_hard=config["llm"]["generator"]["prompt_hard"],
         prompt_easy=config["llm"]["generator"]["prompt_easy"],
     output:
-        new_hard=ITER + "/new_hard.jsonl",
-        new_easy=ITER + "/new_easy.jsonl",
-        rejected=ITER + "/rejected.jsonl",
-        stats=ITER + "/llm_stats/generator.json",
+        new_hard=f"{ITER}/new_hard.jsonl",
+        new_easy=f"{ITER}/new_easy.jsonl",
+        rejected=f"{ITER}/rejected.jsonl",
+        stats=f"{ITER}/llm_stats/generator.json",
     params:
         llm=config["llm"],
         generation=config["generation"],
@@ -26,12 +26,12 @@ rule generate_instructions:
 
 rule update_pools:
     input:
-        cache_pool=lambda wc: previous_iteration(wc) + "/cache_pool.jsonl",
-        new_hard=lambda wc: previous_iteration(wc) + "/new_hard.jsonl",
-        new_easy=lambda wc: previous_iteration(wc) + "/new_easy.jsonl",
+        cache_pool=lambda wc: previous_iteration(wc, "cache_pool.jsonl"),
+        new_hard=lambda wc: previous_iteration(wc, "new_hard.jsonl"),
+        new_easy=lambda wc: previous_iteration(wc, "new_easy.jsonl"),
     output:
-        train=RESULTS + "/iter{later_k}/train_pool.jsonl",
-        cache=RESULTS + "/iter{later_k}/cache_pool.jsonl",
+        train=f"{RESULTS}/iter{{later_k}}/train_pool.jsonl",
+        cache=f"{RESULTS}/iter{{later_k}}/cache_pool.jsonl",
     params:
         mode=config["pools"]["next_train_pool"],
     log:

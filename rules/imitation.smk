@@ -15,11 +15,11 @@ rule init_pools:
 
 rule answer_with_teacher:
     input:
-        pool=ITER + "/{pool}_pool.jsonl",
+        pool=f"{ITER}/{{pool}}_pool.jsonl",
         prompt=config["llm"]["teacher"]["prompt"],
     output:
-        answers=ITER + "/teacher_{pool}.jsonl",
-        stats=ITER + "/llm_stats/teacher_{pool}.json",
+        answers=f"{ITER}/teacher_{{pool}}.jsonl",
+        stats=f"{ITER}/llm_stats/teacher_{{pool}}.json",
     params:
         llm=config["llm"],
     log:
@@ -43,15 +43,16 @@ rule build_base_student:
 rule train_student:
     input:
         init=student_init,
-        data=ITER + "/teacher_train.jsonl",
+        data=f"{ITER}/teacher_train.jsonl",
     output:
-        directory(ITER + "/student"),
+        directory(f"{ITER}/student"),
     params:
         train=lambda wc: json.dumps({**config["student"]["train"], "seed": config["seed"] + int(wc.k)}),
+    threads: TORCH_THREADS
     resources:
         gpu=0,
     log:
         f"logs/{config['run']}/iter{{k}}/train_student.log",
     shell:
-        "python -m lionflow.student.train --init {input.init} --data {input.data}"
+        "OMP_NUM_THREADS={threads} python -m lionflow.student.train --init {input.init} --data {input.data}"
         " --out {output} --config-json {params.train:q} > {log} 2>&1"

@@ -8,18 +8,21 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from lionflow.student.builtin import build_tiny_student
 from lionflow.student.generate import GenerateConfig, generate_answers
 from lionflow.student.prompting import prompt_text, user_content
-from lionflow.student.train import encode_example, main as train_main
+from lionflow.student.train import TrainConfig, encode_example, main as train_main, train
 
 TINY = dict(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, max_length=256)
+CFG = dict(epochs=8, learning_rate=3e-3, effective_batch_size=8, per_device_batch_size=4, log_every=5)
 WORDS = "lion tiger cat dog bird fish wolf bear frog owl".split()
 
 
 def examples(n):
+    """Teacher-answer records (schema `answer`), as the training rule reads them."""
     out = []
     for i in range(n):
         w = WORDS[i % len(WORDS)]
-        out.append({"instruction": f"Write '{w}' in uppercase letters.", "input": "", "answer": w.upper()}
-                   if i % 2 else {"instruction": "Repeat the input.", "input": w, "answer": w, "family": "x"})
+        ex = ({"instruction": f"Write '{w}' in uppercase letters.", "input": "", "answer": w.upper()}
+              if i % 2 else {"instruction": "Repeat the input.", "input": w, "answer": w})
+        out.append({"id": f"q{i}", **ex, "model": "teacher", "finish_reason": "stop"})
     return out
 
 
@@ -33,9 +36,8 @@ def trained(tiny, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("trained")
     data = tmp / "train.jsonl"
     data.write_text("".join(json.dumps(e) + "\n" for e in examples(50)))
-    cfg = dict(epochs=8, learning_rate=3e-3, effective_batch_size=8, per_device_batch_size=4, log_every=5)
     train_main(["--init", str(tiny), "--data", str(data), "--out", str(tmp / "out"),
-                "--config-json", json.dumps(cfg)])
+                "--config-json", json.dumps(CFG)])
     return tmp / "out"
 
 
@@ -72,13 +74,16 @@ def test_labels_mask_prompt(tiny):
     assert truncated and len(feats["input_ids"]) == 10
 
 
-def test_training_reduces_loss(trained):
+def test_training_reduces_loss(trained, tiny, tmp_path):
     log = json.loads((trained / "training_log.json").read_text())
     losses = [s["loss"] for s in log["steps"]]
     assert log["grad_accum"] == 2 and log["optimizer_steps"] == 8 * 7  # ceil(13 batches / 2)
     assert losses[-1] < 0.6 * losses[0]
     AutoModelForCausalLM.from_pretrained(trained)
     assert AutoTokenizer.from_pretrained(trained).chat_template
+    # seeded: a rerun gives the same losses
+    again = train(tiny, examples(50), tmp_path / "again", TrainConfig(**CFG))
+    assert [s["loss"] for s in again["steps"]] == losses
 
 
 def test_generation_order_seed_and_batching(trained):

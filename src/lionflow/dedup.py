@@ -157,9 +157,13 @@ class _ChunkLCS:
             L[k] = lcs_length(c.ids[self.docs[rows[k]]], c.ids[docs[k]])
         short = np.flatnonzero(~long_)
         short = short[np.argsort(c.lens[docs[short]], kind="stable")]  # similar lengths -> less padding
-        step = 1 << 15
-        for s in range(0, len(short), step):
-            sel = short[s : s + step]
+        n_sorted, s = c.lens[docs[short]], 0
+        while s < len(short):
+            # batch of pairs whose padded W x P mask block stays ~32 MB, even for long documents
+            e = min(s + (1 << 15), len(short))
+            while e - s > 1 and (e - s) * n_sorted[e - 1] > 1 << 22:
+                e = s + (e - s) // 2
+            sel, s = short[s:e], e
             r, d = rows[sel], docs[sel]
             n = c.lens[d]
             W = int(n.max())

@@ -45,9 +45,10 @@ def run_lm_eval(model_dir, tasks: list[str], include_path, out_json, batch_size:
     dtype = "bfloat16" if device.startswith("cuda") else "float32"
     results = lm_eval.simple_evaluate(
         model="hf", model_args=f"pretrained={model_dir},dtype={dtype}", tasks=list(tasks),
-        task_manager=TaskManager(include_path=str(include_path)), batch_size=batch_size,
-        device=device, limit=limit, num_fewshot=0, log_samples=False,
-        metadata={"data_dir": str(data_dir)} if data_dir else None)
+        # task metadata reaches the YAMLs' custom_dataset loader (utils.py) as kwargs
+        task_manager=TaskManager(include_path=str(include_path),
+                                 metadata={"data_dir": str(data_dir)} if data_dir else None),
+        batch_size=batch_size, device=device, limit=limit, num_fewshot=0, log_samples=False)
     scores = {task: main_metric(results["results"][task])[1] for task in tasks}
     results["lionflow"] = {"scores": scores, "wall_time_s": round(time.time() - t0, 2)}
     results.pop("samples", None)

@@ -13,7 +13,8 @@ def _mean(values: list[float]) -> float | None:
     return round(statistics.fmean(values), 4) if values else None
 
 
-def iteration_summary(k: int, *, train_pool, cache_pool, scores, hard, easy, new_hard, new_easy, llm: dict) -> dict:
+def iteration_summary(k: int, *, train_pool, cache_pool, scores, hard, easy, new_hard, new_easy, llm: dict,
+                      evaluation: dict) -> dict:
     scored = [s for s in scores if not s["failed"]]
     return {
         "iteration": k, "train_pool_size": len(train_pool), "cache_pool_size": len(cache_pool),
@@ -22,6 +23,7 @@ def iteration_summary(k: int, *, train_pool, cache_pool, scores, hard, easy, new
         "student_score_mean": _mean([s["student_score"] for s in scored]),
         "referee_failures": len(scores) - len(scored),
         "llm": llm,
+        "eval": evaluation,
     }
 
 
@@ -43,12 +45,37 @@ def summarize(inputs, out_path: str, run: str) -> dict:
             new_hard=read_jsonl(inputs.new_hard[i], "instruction"),
             new_easy=read_jsonl(inputs.new_easy[i], "instruction"),
             llm=stats.get(i + 1, {}),
+            evaluation=read_json(inputs.iteration_evals[i], "eval_metrics")["metrics"],
         ))
     summary = {
         "run": run,
         "iterations": iterations,
         "base_eval": read_json(inputs.base_eval, "eval_metrics")["metrics"],
-        "final_eval": read_json(inputs.final_eval, "eval_metrics")["metrics"],
+        "final_eval": iterations[-1]["eval"],
     }
     write_json(out_path, summary, "summary")
     return summary
+
+
+def format_table(summary: dict) -> str:
+    """A plain-text table of the run, for the terminal."""
+    tasks = sorted(summary["base_eval"])
+    head = ["iter", "train", "cache", "hard", "easy", "new_hard", "new_easy", "teacher", "student", "ref_fail",
+            "paid", "cached"] + tasks
+    rows = [["base"] + [""] * 11 + [f"{summary['base_eval'][t]:.3f}" for t in tasks]]
+    for it in summary["iterations"]:
+        paid = sum(s["paid"] for s in it["llm"].values())
+        cached = sum(s["cache_hits"] for s in it["llm"].values())
+        fmt = lambda x: "-" if x is None else f"{x:.2f}"
+        rows.append([str(it["iteration"]), str(it["train_pool_size"]), str(it["cache_pool_size"]), str(it["n_hard"]),
+                     str(it["n_easy"]), str(it["new_hard"]), str(it["new_easy"]), fmt(it["teacher_score_mean"]),
+                     fmt(it["student_score_mean"]), str(it["referee_failures"]), str(paid), str(cached)]
+                    + [f"{it['eval'].get(t, float('nan')):.3f}" for t in tasks])
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [head, *rows])
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(format_table(read_json(sys.argv[1], "summary")))

@@ -1,9 +1,12 @@
 """The student answers every cache-pool instruction (batched, seeded generation)."""
+import torch
+
 from lionflow.artifacts import read_jsonl, write_jsonl
 from lionflow.smk import setup_logging
 from lionflow.student.generate import GenerateConfig, generate_answers
 
 log = setup_logging(snakemake)
+torch.set_num_threads(snakemake.threads)
 pool = read_jsonl(snakemake.input.pool, "instruction")
 cfg = GenerateConfig(**snakemake.params.generate, seed=snakemake.params.seed)
 answers = generate_answers(snakemake.input.student, pool, cfg)

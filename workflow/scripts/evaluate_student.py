@@ -1,9 +1,12 @@
 """lm-eval on one student checkpoint (base or an iteration's), at a fixed output path."""
+import torch
+
 from lionflow.artifacts import write_json
 from lionflow.evaluation import run_lm_eval
 from lionflow.smk import setup_logging
 
 log = setup_logging(snakemake)
+torch.set_num_threads(snakemake.threads)
 cfg = snakemake.params.lm_eval
 metrics = run_lm_eval(snakemake.input.student, cfg["tasks"], include_path=cfg["include_path"],
                       out_json=snakemake.output.details, batch_size=cfg["batch_size"], limit=cfg["limit"])

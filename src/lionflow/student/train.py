@@ -20,6 +20,7 @@ import torch
 from accelerate import Accelerator
 from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
 
+from ..artifacts import read_jsonl
 from .prompting import ensure_chat_template, prompt_text
 
 log = logging.getLogger("lionflow.student.train")
@@ -32,6 +33,7 @@ class TrainConfig:  # defaults = the Lion/Alpaca seed recipe
     lr_scheduler: str = "cosine"
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
+    max_grad_norm: float = 1.0  # HF Trainer's default, which the seed recipe ran with
     max_length: int = 1024
     effective_batch_size: int = 128
     per_device_batch_size: int = 2
@@ -134,6 +136,8 @@ def train(init_dir, examples: list[dict], out_dir, cfg: TrainConfig = TrainConfi
             tokens += int(batch["attention_mask"].sum()) * accelerator.num_processes
             if not last_micro:
                 continue
+            if cfg.max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -164,11 +168,6 @@ def train(init_dir, examples: list[dict], out_dir, cfg: TrainConfig = TrainConfi
     return summary
 
 
-def read_jsonl(path) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--init", required=True, help="model dir to start from")
@@ -177,7 +176,8 @@ def main(argv=None):
     p.add_argument("--config-json", default="{}", help="TrainConfig overrides as JSON")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
-    train(a.init, read_jsonl(a.data), a.out, TrainConfig.from_dict(json.loads(a.config_json)))
+    examples = read_jsonl(a.data, "answer")  # teacher answers, schema-checked
+    train(a.init, examples, a.out, TrainConfig.from_dict(json.loads(a.config_json)))
 
 
 if __name__ == "__main__":
