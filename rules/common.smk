@@ -17,6 +17,7 @@ for _role in ("teacher", "referee", "generator"):
 RESULTS = f"results/{config['run']}"
 ITER = f"{RESULTS}/iter{{k}}"
 N_ITERATIONS = config["iterations"]
+API_RULES_LOCAL = config["cluster"]["api_rules_local"]
 # Threads of a torch job (training, student generation, lm-eval). Snakemake lowers it to the
 # cores available, so on a small machine these jobs do not run side by side and fight for cores.
 TORCH_THREADS = 4
@@ -55,3 +56,10 @@ def lm_eval_task_files(wildcards):
 
 def iteration_files(name):
     return expand(f"{ITER}/{name}", k=range(1, N_ITERATIONS + 1))
+
+
+def accelerate_launch_args(wildcards, input, resources):
+    """One process per GPU of the job with the FSDP config; one plain process on a CPU-only job."""
+    if resources.gpu > 0:
+        return f"--config_file {input.accelerate_config} --num_processes {resources.gpu}"
+    return "--num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no"

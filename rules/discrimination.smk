@@ -19,6 +19,8 @@ rule answer_with_student:
 
 
 rule referee_answers:
+    # Needs the endpoint's network: on the submit host when cluster.api_rules_local is set.
+    localrule: API_RULES_LOCAL
     input:
         teacher=f"{ITER}/teacher_cache.jsonl",
         student=f"{ITER}/student_cache.jsonl",
@@ -36,6 +38,7 @@ rule referee_answers:
 
 
 rule split_hard_easy:
+    localrule: True  # seconds of bookkeeping: not worth a cluster job
     input:
         scores=f"{ITER}/referee_scores.jsonl",
     output:

@@ -18,6 +18,7 @@ rule evaluate_student:
 
 
 rule summarize_run:
+    localrule: True  # seconds of bookkeeping: not worth a cluster job
     input:
         train_pools=iteration_files("train_pool.jsonl"),
         cache_pools=iteration_files("cache_pool.jsonl"),

@@ -3,6 +3,8 @@
 
 
 rule generate_instructions:
+    # Needs the endpoint's network: on the submit host when cluster.api_rules_local is set.
+    localrule: API_RULES_LOCAL
     input:
         hard=f"{ITER}/hard.jsonl",
         easy=f"{ITER}/easy.jsonl",
@@ -25,6 +27,7 @@ rule generate_instructions:
 
 
 rule update_pools:
+    localrule: True  # seconds of bookkeeping: not worth a cluster job
     input:
         cache_pool=lambda wc: previous_iteration(wc, "cache_pool.jsonl"),
         new_hard=lambda wc: previous_iteration(wc, "new_hard.jsonl"),

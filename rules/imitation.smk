@@ -2,6 +2,7 @@
 
 
 rule init_pools:
+    localrule: True  # seconds of bookkeeping: not worth a cluster job
     input:
         seeds=config["data"]["seed_instructions"],
     output:
@@ -14,6 +15,8 @@ rule init_pools:
 
 
 rule answer_with_teacher:
+    # Needs the endpoint's network: on the submit host when cluster.api_rules_local is set.
+    localrule: API_RULES_LOCAL
     input:
         pool=f"{ITER}/{{pool}}_pool.jsonl",
         prompt=config["llm"]["teacher"]["prompt"],
@@ -44,15 +47,20 @@ rule train_student:
     input:
         init=student_init,
         data=f"{ITER}/teacher_train.jsonl",
+        accelerate_config="config/accelerate/fsdp.yaml",
     output:
         directory(f"{ITER}/student"),
     params:
         train=lambda wc: json.dumps({**config["student"]["train"], "seed": config["seed"] + int(wc.k)}),
+        launch=accelerate_launch_args,
+        # Not an output: Snakemake keeps it when a job dies, so a rerun resumes from it.
+        state_dir=f"{ITER}/student.resume",
     threads: TORCH_THREADS
     resources:
         gpu=0,
     log:
         f"logs/{config['run']}/iter{{k}}/train_student.log",
     shell:
-        "OMP_NUM_THREADS={threads} python -m lionflow.student.train --init {input.init} --data {input.data}"
-        " --out {output} --config-json {params.train:q} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} accelerate launch {params.launch} -m lionflow.student.train"
+        " --init {input.init} --data {input.data} --out {output} --state-dir {params.state_dir}"
+        " --config-json {params.train:q} > {log} 2>&1"

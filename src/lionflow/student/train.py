@@ -1,7 +1,15 @@
 """Instruction-tune the student on (instruction, input, answer) examples.
 
-A plain accelerate loop (not HF Trainer) so the recipe is readable and the model
-goes through `accelerator.prepare` (FSDP later). Loss on response tokens only.
+A plain accelerate loop (not HF Trainer), to be read top to bottom: config, data, model,
+optimizer, loop, checkpointing. Loss on response tokens only. The same file runs as one CPU
+process, under `torchrun`/`accelerate launch` with several CPU processes (gloo), and on GPUs
+with the FSDP config in config/accelerate/ (`accelerate launch --config_file ...`).
+
+Preemption-safe: every `checkpoint_every_steps` optimizer steps the full training state
+(model, optimizer, scheduler, RNG, data position) goes to `state_dir`; a rerun after a kill,
+preemption or requeue resumes there and ends with the same optimizer steps as an
+uninterrupted run. The data order is a pure function of (seed, epoch), so resuming mid-epoch
+replays exactly the batches that were not yet trained.
 """
 import argparse
 import contextlib
@@ -10,6 +18,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -33,12 +42,13 @@ class TrainConfig:  # defaults = the Lion/Alpaca seed recipe
     lr_scheduler: str = "cosine"
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
-    max_grad_norm: float = 1.0  # HF Trainer's default, which the seed recipe ran with
     max_length: int = 1024
     effective_batch_size: int = 128
     per_device_batch_size: int = 2
     seed: int = 0
     bf16: bool = True  # only used on CUDA; CPU trains in fp32
+    max_grad_norm: float = 1.0  # HF Trainer's default
+    checkpoint_every_steps: int = 200  # resumable state every N optimizer steps (0: never)
     log_every: int = 10
 
     @classmethod
@@ -81,10 +91,38 @@ def seed_everything(seed: int):
     torch.manual_seed(seed)
 
 
-def train(init_dir, examples: list[dict], out_dir, cfg: TrainConfig = TrainConfig()) -> dict:
+def epoch_batches(n_examples: int, epoch: int, cfg: TrainConfig, rank: int, world: int) -> list[list[int]]:
+    """This process's micro-batches (example indices) of an epoch: a pure function of (seed, epoch).
+
+    Every process gets the same number of batches (the permutation wraps around, as in
+    DistributedSampler), so no process waits on a collective the others never reach.
+    """
+    order = torch.randperm(n_examples, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)).tolist()
+    per_process = math.ceil(n_examples / world)
+    order = (order * math.ceil(per_process * world / n_examples))[:per_process * world]
+    mine = order[rank::world]
+    return [mine[i:i + cfg.per_device_batch_size] for i in range(0, len(mine), cfg.per_device_batch_size)]
+
+
+def _save_state(accelerator, state_dir: Path, progress: dict):
+    """Atomically replace state_dir/latest with the current training state."""
+    tmp, latest = state_dir / f"tmp-{progress['step']}", state_dir / "latest"
+    accelerator.save_state(str(tmp))  # model, optimizer, registered scheduler, RNG states
+    if accelerator.is_main_process:
+        (tmp / "progress.json").write_text(json.dumps(progress))
+        old = state_dir / "old"
+        if latest.exists():
+            latest.rename(old)
+        tmp.rename(latest)
+        shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def train(init_dir, examples: list[dict], out_dir, cfg: TrainConfig = TrainConfig(), state_dir=None) -> dict:
     t0 = time.time()
     use_bf16 = cfg.bf16 and torch.cuda.is_available()
-    accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no")
+    # cpu=True on a machine without CUDA: several processes then train over gloo.
+    accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no", cpu=not torch.cuda.is_available())
     seed_everything(cfg.seed)
 
     # gradient accumulation: effective batch = per_device x processes x accumulation
@@ -102,31 +140,43 @@ def train(init_dir, examples: list[dict], out_dir, cfg: TrainConfig = TrainConfi
     if n_trunc:
         log.warning("truncated %d/%d examples to max_length=%d", n_trunc, len(encoded), cfg.max_length)
     data = [f for f, _ in encoded]
-    loader = torch.utils.data.DataLoader(
-        data, batch_size=cfg.per_device_batch_size, shuffle=True,
-        generator=torch.Generator().manual_seed(cfg.seed),
-        collate_fn=lambda b: collate(b, tokenizer.pad_token_id))
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    steps_per_epoch = math.ceil(len(loader) / grad_accum)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    micro_per_epoch = len(epoch_batches(len(data), 0, cfg, accelerator.process_index, accelerator.num_processes))
+    steps_per_epoch = math.ceil(micro_per_epoch / grad_accum)
     total_steps = steps_per_epoch * cfg.epochs
-    # The scheduler is stepped by hand once per optimizer step (not prepared), so
-    # its step count does not depend on the number of processes.
+    # Stepped by hand once per optimizer step, so its count does not depend on the process count.
     scheduler = get_scheduler(cfg.lr_scheduler, optimizer,
                               num_warmup_steps=math.ceil(cfg.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
+    accelerator.register_for_checkpointing(scheduler)
+
+    step, start_epoch, start_micro, resumed_from = 0, 0, 0, None
+    state_dir = Path(state_dir) if state_dir else None
+    # "old" is the previous state during the instant _save_state swaps it for the new one.
+    saved = [d for d in ("latest", "old") if state_dir and (state_dir / d / "progress.json").exists()]
+    if saved:
+        accelerator.load_state(str(state_dir / saved[0]))
+        progress = json.loads((state_dir / saved[0] / "progress.json").read_text())
+        step, start_epoch, start_micro, resumed_from = (progress["step"], progress["epoch"],
+                                                        progress["micro"], progress["step"])
+        log.info("resuming from step %d (epoch %d, micro-batch %d) in %s", step, start_epoch, start_micro, state_dir)
     log.info("%d examples, %d epochs, %d optimizer steps (batch %d x %d proc x %d accum), %s",
              len(data), cfg.epochs, total_steps, cfg.per_device_batch_size,
              accelerator.num_processes, grad_accum, "bf16" if use_bf16 else "fp32")
 
     model.train()
-    step, history, window_loss, window_n, tokens, t_log = 0, [], 0.0, 0, 0, time.time()
-    for epoch in range(cfg.epochs):
-        for i, batch in enumerate(loader):
-            last_micro = (i + 1) % grad_accum == 0 or i + 1 == len(loader)
+    history, window_loss, window_n, tokens, t_log = [], 0.0, 0, 0, time.time()
+    for epoch in range(start_epoch, cfg.epochs):
+        batches = epoch_batches(len(data), epoch, cfg, accelerator.process_index, accelerator.num_processes)
+        first = start_micro if epoch == start_epoch else 0
+        for i in range(first, len(batches)):
+            batch = {k: v.to(accelerator.device) for k, v in
+                     collate([data[j] for j in batches[i]], tokenizer.pad_token_id).items()}
+            last_micro = (i + 1) % grad_accum == 0 or i + 1 == len(batches)
             # the epoch's last window may be short: average over its real size
-            window = min(grad_accum, len(loader) - i // grad_accum * grad_accum)
+            window = min(grad_accum, len(batches) - i // grad_accum * grad_accum)
             # no gradient all-reduce on intermediate micro-batches
             with contextlib.nullcontext() if last_micro else accelerator.no_sync(model):
                 loss = model(**batch).loss
@@ -150,12 +200,16 @@ def train(init_dir, examples: list[dict], out_dir, cfg: TrainConfig = TrainConfi
                          epoch, history[-1]["loss"], history[-1]["lr"], tokens / max(dt, 1e-9))
                 tokens, t_log = 0, time.time()
             window_loss, window_n = 0.0, 0
+            if state_dir and cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0 \
+                    and step < total_steps:
+                _save_state(accelerator, state_dir, {"step": step, "epoch": epoch, "micro": i + 1})
 
     accelerator.wait_for_everyone()
     state_dict = accelerator.get_state_dict(model)  # gathers shards under FSDP
     summary = {"config": dataclasses.asdict(cfg), "num_examples": len(data), "truncated": n_trunc,
                "num_processes": accelerator.num_processes, "grad_accum": grad_accum,
-               "optimizer_steps": step, "final_loss": history[-1]["loss"] if history else None,
+               "optimizer_steps": step, "resumed_from_step": resumed_from,
+               "final_loss": history[-1]["loss"] if history else None,
                "wall_time_s": round(time.time() - t0, 2), "steps": history}
     if accelerator.is_main_process:
         out_dir = Path(out_dir)
@@ -164,20 +218,24 @@ def train(init_dir, examples: list[dict], out_dir, cfg: TrainConfig = TrainConfi
         (out_dir / "training_log.json").write_text(json.dumps(summary, indent=1))
         log.info("saved %s (final loss %.4f, %.1fs)", out_dir, summary["final_loss"] or float("nan"),
                  summary["wall_time_s"])
+        if state_dir:
+            shutil.rmtree(state_dir, ignore_errors=True)  # done: nothing left to resume
     accelerator.wait_for_everyone()
     return summary
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--init", required=True, help="model dir to start from")
-    p.add_argument("--data", required=True, help="JSONL with instruction, input, answer")
+    p.add_argument("--data", required=True, help="JSONL of teacher answers (schema `answer`)")
     p.add_argument("--out", required=True)
+    p.add_argument("--state-dir", help="resumable training state (default: <out>.resume)")
     p.add_argument("--config-json", default="{}", help="TrainConfig overrides as JSON")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
-    examples = read_jsonl(a.data, "answer")  # teacher answers, schema-checked
-    train(a.init, examples, a.out, TrainConfig.from_dict(json.loads(a.config_json)))
+    examples = read_jsonl(a.data, "answer")
+    train(a.init, examples, a.out, TrainConfig.from_dict(json.loads(a.config_json)),
+          state_dir=a.state_dir or f"{a.out.rstrip('/')}.resume")
 
 
 if __name__ == "__main__":
