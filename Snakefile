@@ -1,5 +1,6 @@
 # lionflow: adversarial distillation (Lion, EMNLP 2023) as files-to-files stages.
-# One iteration = imitation -> discrimination -> generation; after the last, evaluation.
+# One iteration = imitation -> discrimination -> generation; then evaluation (lm-eval and the
+# judge) of every checkpoint, and the report. `snakemake experiment` runs the ablation.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -8,17 +9,27 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "resources/report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/imitation.smk"
 include: "rules/discrimination.smk"
 include: "rules/generation.smk"
+include: "rules/judge.smk"
 include: "rules/evaluation.smk"
+include: "rules/report.smk"
+include: "rules/experiment.smk"
 
 
 localrules:
     all,
+    experiment,
 
 
 rule all:
     input:
         summary=f"{RESULTS}/summary.json",
+        report=f"{RESULTS}/report.md",
+        plots=rules.plot_run.output,
+        tables=rules.write_report_tables.output.tables,

@@ -1,5 +1,6 @@
 # Config validation (first thing), paths and input functions shared by the stage rules.
 import json
+import sys
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -18,9 +19,14 @@ RESULTS = f"results/{config['run']}"
 ITER = f"{RESULTS}/iter{{k}}"
 N_ITERATIONS = config["iterations"]
 API_RULES_LOCAL = config["cluster"]["api_rules_local"]
+# llm.budget_usd caps one run's spending unless a ledger shared with other runs is configured.
+if config["llm"]["ledger_dir"] is None:
+    config["llm"]["ledger_dir"] = f"{RESULTS}/ledger"
 # Threads of a torch job (training, student generation, lm-eval). Snakemake lowers it to the
 # cores available, so on a small machine these jobs do not run side by side and fight for cores.
 TORCH_THREADS = 4
+# Shell rules use the interpreter that runs Snakemake (the project's venv), whatever PATH holds.
+PYTHON = sys.executable
 
 
 wildcard_constraints:

@@ -1,4 +1,5 @@
-# Evaluation: lm-eval on the base student and on every iteration's checkpoint; the run summary.
+# Evaluation: lm-eval on the base student and on every iteration's checkpoint (the judge's
+# open-ended evaluation is in judge.smk); the run summary.
 
 
 rule evaluate_student:
@@ -33,6 +34,8 @@ rule summarize_run:
         + iteration_files("llm_stats/generator.json"),
         base_eval=f"{RESULTS}/eval/base.json",
         iteration_evals=expand(f"{RESULTS}/eval/iter{{k}}.json", k=range(1, N_ITERATIONS + 1)),
+        judge_results=JUDGE_RESULT_FILES,
+        judge_stats=JUDGE_STATS_FILES,
     output:
         summary=f"{RESULTS}/summary.json",
     log:

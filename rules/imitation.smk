@@ -61,6 +61,6 @@ rule train_student:
     log:
         f"logs/{config['run']}/iter{{k}}/train_student.log",
     shell:
-        "OMP_NUM_THREADS={threads} accelerate launch {params.launch} -m lionflow.student.train"
+        "OMP_NUM_THREADS={threads} {PYTHON} -m accelerate.commands.launch {params.launch} -m lionflow.student.train"
         " --init {input.init} --data {input.data} --out {output} --state-dir {params.state_dir}"
         " --config-json {params.train:q} > {log} 2>&1"

@@ -42,3 +42,81 @@ def test_json_documents(tmp_path):
     assert read_json(path, "eval_metrics")["metrics"] == {"t": 0.5}
     with pytest.raises(ArtifactError, match="field 'metrics.t'"):
         write_json(path, {"model_dir": "x", "metrics": {"t": "high"}}, "eval_metrics")
+
+
+def _example(s):
+    """A minimal instance of a (sub)schema, built from its keywords."""
+    if "enum" in s:
+        return s["enum"][0]
+    kind = s.get("type", "object")
+    kind = [k for k in kind if k != "null"][0] if isinstance(kind, list) else kind
+    if kind == "object":
+        return {k: _example(sub) for k, sub in s.get("properties", {}).items()}
+    if kind == "array":
+        return [_example(s.get("items", {"type": "string"}))] * s.get("minItems", 0)
+    if kind in ("number", "integer"):
+        return s.get("minimum", 0)
+    return {"string": "x", "boolean": False}[kind]
+
+
+PROBES = [None, True, False, 0, 1, 1.0, 1.5, -1, 11, 1e9, "", " ", "x", "teacher", [], [{}], {}]
+
+
+def _mutants(value):
+    """The value with, in turn, every nested field replaced by each probe, removed, or joined by an extra key."""
+    yield value
+    if isinstance(value, dict):
+        yield {**value, "zz_extra": 1}
+        for k, v in value.items():
+            yield {kk: vv for kk, vv in value.items() if kk != k}
+            for sub in [*PROBES, *_mutants(v)]:
+                yield {**value, k: sub}
+    elif isinstance(value, list) and value:
+        for sub in _mutants(value[0]):
+            yield [sub] + value[1:]
+        yield value + value[:1]
+
+
+def test_fast_path_never_accepts_what_jsonschema_rejects(tmp_path):
+    from importlib import resources
+
+    from lionflow.artifacts import _fast_check, _validator, schema, validate
+
+    kinds = sorted(p.name[:-5] for p in resources.files("lionflow.schemas").iterdir() if p.name.endswith(".json"))
+    fast = [k for k in kinds if _fast_check(k) is not None]
+    assert {"instruction", "seed_instruction", "referee_score", "answer", "scored_instruction"} <= set(fast)
+    checked = 0
+    for kind in fast:
+        for record in _mutants(_example(schema(kind))):
+            valid = _validator(kind).is_valid(record)
+            try:
+                _fast_check(kind)(record)
+                fast_valid = True
+            except Exception:
+                fast_valid = False
+            assert valid or not fast_valid, (kind, record)
+            if valid:
+                validate(record, kind, "x")  # the public check agrees with jsonschema both ways
+            else:
+                with pytest.raises(ArtifactError):
+                    validate(record, kind, "x")
+            checked += 1
+    assert checked > 1000
+
+
+def test_streaming_writer_and_reader(tmp_path):
+    from lionflow.artifacts import JsonlWriter, iter_jsonl
+
+    path = tmp_path / "pool.jsonl"
+    records = ({**POOL_RECORD, "id": str(i)} for i in range(5))  # a generator, consumed once
+    assert write_jsonl(path, records, "instruction") == 5
+    assert [r["id"] for r in iter_jsonl(path, "instruction")] == ["0", "1", "2", "3", "4"]
+    with pytest.raises(ArtifactError, match=r"new.jsonl:3: field 'iteration'"):
+        with JsonlWriter(tmp_path / "new.jsonl", "instruction") as out:
+            for i in range(5):
+                out.write({**POOL_RECORD, "iteration": -1 if i == 2 else 0})
+    with pytest.raises(RuntimeError):
+        with JsonlWriter(tmp_path / "crash.jsonl", "instruction") as out:
+            out.write(POOL_RECORD)
+            raise RuntimeError("crash mid-write")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pool.jsonl"]  # no partial file, no temp file

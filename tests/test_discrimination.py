@@ -82,3 +82,19 @@ def test_split_threshold_is_inclusive():
                            "gap": t - s, "failed": False, "orders": []}
     hard, easy = split_hard_easy([rec("a", 9, 8), rec("b", 9, 8.5), rec("c", 5, 9)], threshold=1.0)
     assert [r["id"] for r in hard] == ["a"] and [r["id"] for r in easy] == ["b", "c"]
+
+
+def test_streaming_split_matches_split_hard_easy(tmp_path):
+    from lionflow.artifacts import read_jsonl, write_jsonl
+    from lionflow.discrimination import write_split_hard_easy
+
+    order = {"first": "teacher", "raw": "r", "attempts": 1, "teacher_score": 5, "student_score": 5, "error": None}
+    records = [{"id": str(i), "instruction": "x y z w", "input": "", "teacher_score": t, "student_score": s,
+                "gap": None if t is None else t - s, "failed": t is None, "orders": [order, {**order, "first": "student"}]}
+               for i, (t, s) in enumerate([(9, 8), (9, 8.5), (5, 9), (None, None)])]  # the last: a referee failure
+    write_jsonl(tmp_path / "scores.jsonl", records, "referee_score")
+    counts = write_split_hard_easy(tmp_path / "scores.jsonl", 1.0, tmp_path / "hard.jsonl", tmp_path / "easy.jsonl")
+    hard, easy = split_hard_easy(records, 1.0)
+    assert counts == (1, 2, 1)
+    assert read_jsonl(tmp_path / "hard.jsonl", "scored_instruction") == hard
+    assert read_jsonl(tmp_path / "easy.jsonl", "scored_instruction") == easy

@@ -4,6 +4,11 @@ Every artifact kind has one JSON Schema in ``lionflow/schemas/<kind>.json``; it 
 a record is written and again when it is read, so a hand-edited or truncated file fails loudly
 with the file, the line and the field. Writes are atomic (temp file + rename): a crash never
 leaves a half-written artifact behind.
+
+Pools reach 70K-700K records, so records are streamed (``iter_jsonl``; ``write_jsonl`` writes
+as it validates) and validation has a fast path: the same schema compiled to Python code by
+fastjsonschema (~20x faster than jsonschema's interpreter). jsonschema stays the authority:
+it is consulted whenever the fast path objects, and it words the error.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ import tempfile
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
+import fastjsonschema
 import jsonschema
 
 
@@ -35,6 +41,38 @@ def _validator(kind: str) -> jsonschema.protocols.Validator:
     return cls(s, format_checker=cls.FORMAT_CHECKER)
 
 
+# Keywords that mean the same in fastjsonschema's draft 7 and our schemas' draft 2020-12. A schema
+# using any other (prefixItems, $ref, format, ...) gets no fast path rather than a wrong one.
+_FAST_KEYWORDS = frozenset({
+    "$schema", "$id", "title", "description", "default", "type", "enum", "const", "properties",
+    "required", "additionalProperties", "minProperties", "maxProperties", "items", "minItems",
+    "maxItems", "uniqueItems", "minLength", "maxLength", "pattern", "minimum", "maximum",
+    "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "anyOf", "oneOf", "allOf", "not"})
+
+
+def _keywords(node: Any):
+    if isinstance(node, list):
+        for item in node:
+            yield from _keywords(item)
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield key
+            if key in ("properties", "patternProperties", "$defs", "definitions"):  # keys are names
+                for sub in value.values():
+                    yield from _keywords(sub)
+            elif key not in ("enum", "const", "default", "required"):  # these hold data, not schemas
+                yield from _keywords(value)
+
+
+@cache
+def _fast_check(kind: str) -> Callable[[Any], Any] | None:
+    s = schema(kind)
+    if not set(_keywords(s)) <= _FAST_KEYWORDS:
+        return None
+    # use_default=False: validation must never fill in the schema's defaults.
+    return fastjsonschema.compile(s, use_default=False)
+
+
 def _field(error: jsonschema.ValidationError) -> str:
     if error.validator == "required":
         # jsonschema reports a missing key at the parent; name the key itself.
@@ -47,13 +85,23 @@ def _field(error: jsonschema.ValidationError) -> str:
 
 def validate(record: Any, kind: str, where: str) -> None:
     """Raise ArtifactError naming `where` (file:line) and the offending field."""
+    fast_check = _fast_check(kind)
+    if fast_check is not None:
+        try:
+            fast_check(record)
+            return
+        except fastjsonschema.JsonSchemaValueException:
+            pass  # jsonschema decides (the drafts differ in corner cases) and names the field
     error = jsonschema.exceptions.best_match(_validator(kind).iter_errors(record))
     if error is not None:
         raise ArtifactError(f"{where}: field '{_field(error)}': {error.message} (schema: {kind})")
 
 
-def read_jsonl(path: str | os.PathLike, kind: str) -> list[dict]:
-    records = []
+def iter_jsonl(path: str | os.PathLike, kind: str, *, numbered: bool = False) -> Iterator:
+    """The validated records of a JSONL artifact, one at a time (memory stays flat).
+
+    numbered=True yields (line number, record) pairs, for errors that name the line.
+    """
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -63,32 +111,73 @@ def read_jsonl(path: str | os.PathLike, kind: str) -> list[dict]:
             except json.JSONDecodeError as e:
                 raise ArtifactError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
             validate(record, kind, f"{path}:{lineno}")
-            records.append(record)
-    return records
+            yield (lineno, record) if numbered else record
+
+
+def read_jsonl(path: str | os.PathLike, kind: str) -> list[dict]:
+    return list(iter_jsonl(path, kind))
 
 
 def _atomic_write(path: str | os.PathLike, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _AtomicFile(path) as f:
+        f.write(text)
+
+
+class _AtomicFile:
+    """A temp file beside `path`, renamed onto it on a clean exit and removed on an exception."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        self._file = os.fdopen(fd, "w", encoding="utf-8")
+        return self._file
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            self._file.close()
+            if exc_type is None:
+                os.replace(self._tmp, self.path)
+        finally:
+            Path(self._tmp).unlink(missing_ok=True)
+
+
+class JsonlWriter:
+    """Writes validated records one at a time, atomically (memory stays flat at any size).
+
+    with JsonlWriter(path, "instruction") as out: out.write(record)
+    An invalid record, or any exception inside the block, leaves no file behind.
+    """
+
+    def __init__(self, path: str | os.PathLike, kind: str):
+        self.path, self.kind, self.count = path, kind, 0
+        self._atomic = _AtomicFile(path)
+
+    def __enter__(self) -> "JsonlWriter":
+        self._file = self._atomic.__enter__()
+        return self
+
+    def write(self, record: dict) -> None:
+        self.count += 1
+        validate(record, self.kind, f"{self.path}:{self.count}")
+        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def __exit__(self, *exc) -> None:
+        self._atomic.__exit__(*exc)
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict], kind: str) -> int:
-    """Validate every record first, then write the file atomically. Returns the record count."""
-    records = list(records)
-    for i, record in enumerate(records, 1):
-        validate(record, kind, f"{path}:{i}")
-    _atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    return len(records)
+    """Validate and write the records as they come (`records` may be a generator), atomically:
+    an invalid record leaves no file behind. Returns the record count."""
+    with JsonlWriter(path, kind) as out:
+        for record in records:
+            out.write(record)
+    return out.count
 
 
 def read_json(path: str | os.PathLike, kind: str) -> dict:

@@ -13,6 +13,7 @@ import logging
 import re
 import statistics
 
+from .artifacts import JsonlWriter, iter_jsonl
 from .llm import LLM, LLMFailure
 from .prompts import PromptTemplate
 
@@ -109,3 +110,17 @@ def split_hard_easy(records: list[dict], threshold: float) -> tuple[list[dict], 
         item = {k: r[k] for k in ("id", "instruction", "input", "teacher_score", "student_score", "gap")}
         (hard if r["gap"] >= threshold else easy).append(item)
     return hard, easy
+
+
+def write_split_hard_easy(scores_path, threshold: float, hard_path, easy_path) -> tuple[int, int, int]:
+    """`split_hard_easy` file to file, streaming the scores (the cache pool can be 70K+ pairs).
+
+    Returns the counts (hard, easy, excluded as referee failures).
+    """
+    total = 0
+    with JsonlWriter(hard_path, "scored_instruction") as hard, JsonlWriter(easy_path, "scored_instruction") as easy:
+        for total, record in enumerate(iter_jsonl(scores_path, "referee_score"), 1):
+            for out, items in zip((hard, easy), split_hard_easy([record], threshold)):
+                for item in items:
+                    out.write(item)
+    return hard.count, easy.count, total - hard.count - easy.count

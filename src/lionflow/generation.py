@@ -42,6 +42,25 @@ def reject_reason(text: str, finish_reason: str, filters: Filters) -> str | None
     return None
 
 
+STRATEGIES = ("adversarial", "uniform")
+
+
+def parent_examples(strategy: str, origin: str, *, hard: list[dict], easy: list[dict],
+                    cache_pool: list[dict]) -> list[dict]:
+    """The examples new `origin` instructions are modelled on.
+
+    adversarial (the paper): the referee's hard instructions for new hard ones, easy for easy.
+    uniform (the ablation): the whole cache pool for both, so that only the referee's signal is
+    missing - same templates, same counts, hence the same number of teacher, referee and
+    generator requests.
+    """
+    if strategy == "adversarial":
+        return hard if origin == "hard" else easy
+    if strategy == "uniform":
+        return cache_pool
+    raise ValueError(f"generation.strategy={strategy!r}: expected one of {', '.join(STRATEGIES)}")
+
+
 def generate_instructions(generator: LLM, template: PromptTemplate, examples: list[dict], *, origin: str,
                           count: int, iteration: int, pool: list[str], filters: Filters, seed: int,
                           max_rounds: int = 3) -> tuple[list[dict], list[dict]]:

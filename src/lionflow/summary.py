@@ -1,4 +1,5 @@
-"""The run summary (schema `summary`): per-iteration pool sizes, split, scores, LLM statistics, evals."""
+"""The run summary (schema `summary`): per-iteration pool sizes, split, scores, LLM statistics, evals
+(lm-eval and, when enabled, the judge's open-ended relative scores)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ def _mean(values: list[float]) -> float | None:
 
 
 def iteration_summary(k: int, *, train_pool, cache_pool, scores, hard, easy, new_hard, new_easy, llm: dict,
-                      evaluation: dict) -> dict:
+                      evaluation: dict, judge: dict | None = None) -> dict:
     scored = [s for s in scores if not s["failed"]]
     return {
         "iteration": k, "train_pool_size": len(train_pool), "cache_pool_size": len(cache_pool),
@@ -24,7 +25,19 @@ def iteration_summary(k: int, *, train_pool, cache_pool, scores, hard, easy, new
         "referee_failures": len(scores) - len(scored),
         "llm": llm,
         "eval": evaluation,
+        "judge": judge,
     }
+
+
+LEDGER_FIELDS = ("requests", "cache_hits", "paid", "failures", "retries", "rate_limited", "prompt_tokens",
+                 "completion_tokens", "cost_usd")
+
+
+def llm_total(stages: list[dict]) -> dict:
+    """The run's LLM ledger: every stage's llm_stats summed (fields absent from older artifacts count 0)."""
+    total = {f: sum(s.get(f, 0) for s in stages) for f in LEDGER_FIELDS}
+    total["cost_usd"] = round(total["cost_usd"], 6)
+    return total
 
 
 def summarize(inputs, out_path: str, run: str) -> dict:
@@ -33,6 +46,9 @@ def summarize(inputs, out_path: str, run: str) -> dict:
     for path in inputs.llm_stats:
         k = int(re.search(r"iter(\d+)", str(path)).group(1))
         stats.setdefault(k, {})[Path(path).stem] = read_json(path, "llm_stats")
+    # The judge's results and request statistics, when the open-ended evaluation is enabled.
+    judges = {r["checkpoint"]: r for r in (read_json(p, "judge_result") for p in getattr(inputs, "judge_results", []))}
+    eval_llm = {Path(p).stem: read_json(p, "llm_stats") for p in getattr(inputs, "judge_stats", [])}
     iterations = []
     for i in range(len(inputs.train_pools)):
         iterations.append(iteration_summary(
@@ -46,12 +62,16 @@ def summarize(inputs, out_path: str, run: str) -> dict:
             new_easy=read_jsonl(inputs.new_easy[i], "instruction"),
             llm=stats.get(i + 1, {}),
             evaluation=read_json(inputs.iteration_evals[i], "eval_metrics")["metrics"],
+            judge=judges.get(f"iter{i + 1}"),
         ))
     summary = {
         "run": run,
         "iterations": iterations,
         "base_eval": read_json(inputs.base_eval, "eval_metrics")["metrics"],
         "final_eval": iterations[-1]["eval"],
+        "base_judge": judges.get("base"),
+        "eval_llm": eval_llm,
+        "llm_total": llm_total([*(s for it in stats.values() for s in it.values()), *eval_llm.values()]),
     }
     write_json(out_path, summary, "summary")
     return summary
@@ -60,9 +80,11 @@ def summarize(inputs, out_path: str, run: str) -> dict:
 def format_table(summary: dict) -> str:
     """A plain-text table of the run, for the terminal."""
     tasks = sorted(summary["base_eval"])
+    # The judge's relative score (mean of both orders, %), when the open-ended evaluation ran.
+    judge = lambda j: "-" if not j or j["overall"]["mean_relative"] is None else f"{j['overall']['mean_relative']:.1f}"
     head = ["iter", "train", "cache", "hard", "easy", "new_hard", "new_easy", "teacher", "student", "ref_fail",
-            "paid", "cached"] + tasks
-    rows = [["base"] + [""] * 11 + [f"{summary['base_eval'][t]:.3f}" for t in tasks]]
+            "paid", "cached"] + tasks + ["judge %"]
+    rows = [["base"] + [""] * 11 + [f"{summary['base_eval'][t]:.3f}" for t in tasks] + [judge(summary.get("base_judge"))]]
     for it in summary["iterations"]:
         paid = sum(s["paid"] for s in it["llm"].values())
         cached = sum(s["cache_hits"] for s in it["llm"].values())
@@ -70,7 +92,7 @@ def format_table(summary: dict) -> str:
         rows.append([str(it["iteration"]), str(it["train_pool_size"]), str(it["cache_pool_size"]), str(it["n_hard"]),
                      str(it["n_easy"]), str(it["new_hard"]), str(it["new_easy"]), fmt(it["teacher_score_mean"]),
                      fmt(it["student_score_mean"]), str(it["referee_failures"]), str(paid), str(cached)]
-                    + [f"{it['eval'].get(t, float('nan')):.3f}" for t in tasks])
+                    + [f"{it['eval'].get(t, float('nan')):.3f}" for t in tasks] + [judge(it.get("judge"))])
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [head, *rows])
 

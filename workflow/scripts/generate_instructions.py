@@ -1,6 +1,7 @@
-"""New hard instructions from hard examples, new easy ones from easy examples, filtered."""
+"""New hard instructions from hard examples, new easy ones from easy examples (or both from random
+cache-pool examples: generation.strategy=uniform), filtered."""
 from lionflow.artifacts import read_jsonl, write_json, write_jsonl
-from lionflow.generation import Filters, generate_instructions
+from lionflow.generation import Filters, generate_instructions, parent_examples
 from lionflow.smk import llm_for, setup_logging, template
 
 log = setup_logging(snakemake)
@@ -8,11 +9,14 @@ cfg = snakemake.params.generation
 k = int(snakemake.wildcards.k)
 generator = llm_for(snakemake.params.llm, "generator")
 filters = Filters(min_words=cfg["min_words"], rouge_threshold=cfg["rouge_threshold"], leak_words=tuple(cfg["leak_words"]))
-pool = [r["instruction"] for r in read_jsonl(snakemake.input.cache_pool, "instruction")]
+cache_pool = read_jsonl(snakemake.input.cache_pool, "instruction")
+pool = [r["instruction"] for r in cache_pool]
+split = {origin: read_jsonl(snakemake.input[origin], "scored_instruction") for origin in ("hard", "easy")}
 rejected = []
 for origin in ("hard", "easy"):
+    examples = parent_examples(cfg["strategy"], origin, hard=split["hard"], easy=split["easy"], cache_pool=cache_pool)
     kept, dropped = generate_instructions(
-        generator, template(snakemake.input[f"prompt_{origin}"]), read_jsonl(snakemake.input[origin], "scored_instruction"),
+        generator, template(snakemake.input[f"prompt_{origin}"]), examples,
         origin=origin, count=cfg[f"new_{origin}"], iteration=k, pool=pool, filters=filters,
         seed=snakemake.params.seed, max_rounds=cfg["max_rounds"])
     write_jsonl(snakemake.output[f"new_{origin}"], kept, "instruction")

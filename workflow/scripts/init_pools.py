@@ -1,10 +1,7 @@
 """Iteration 1: train pool = cache pool = the seed instructions."""
-from lionflow.artifacts import write_jsonl
-from lionflow.pools import load_seed_pool
+from lionflow.pools import write_seed_pools
 from lionflow.smk import setup_logging
 
 log = setup_logging(snakemake)
-pool = load_seed_pool(snakemake.input.seeds)
-write_jsonl(snakemake.output.train, pool, "instruction")
-write_jsonl(snakemake.output.cache, pool, "instruction")
-log.info("seed pool: %d instructions from %s", len(pool), snakemake.input.seeds)
+n = write_seed_pools(snakemake.input.seeds, snakemake.output.train, snakemake.output.cache)
+log.info("seed pool: %d instructions from %s", n, snakemake.input.seeds)

@@ -1,30 +1,43 @@
 """Async access to OpenAI-compatible endpoints for the teacher, referee and generator roles.
 
 Every call goes through the real `openai` client. `builtin://oracle` endpoints reach the
-embedded oracle in-process through an ASGI transport (no network, no key). Answers are looked
-up in and written to the persistent ResponseCache as they arrive; identical requests in one
-batch are sent once; concurrency is bounded per endpoint; transient errors (408/409/429/5xx,
-timeouts, connection errors) are retried by the SDK with exponential backoff. A request that
-still fails becomes an `LLMFailure` value: callers decide, and nothing placeholder-like is ever
-returned as text.
+embedded oracle in-process through an ASGI transport (no network, no key). For each request,
+in order: the persistent ResponseCache (a hit costs nothing); identical requests in flight at
+once are sent once; at most `max_concurrency` in flight per endpoint; the endpoint's RPM/TPM
+token buckets; the budget (`Ledger`); the call, retried by tenacity on transient errors
+(408/409/429/5xx, timeouts, connection errors, malformed bodies) with exponential backoff and
+full jitter, or after the server's Retry-After (which also pauses the endpoint). The SDK's own
+retries are off so that every attempt passes the rate limiter and is counted. Answers are
+written to the cache the moment they arrive. A request that still fails becomes an
+`LLMFailure` value naming the request: callers decide, and nothing placeholder-like is ever
+returned as text; more failures than `failure_tolerance` raise `TooManyFailures`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import openai
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 from tqdm import tqdm
 
 from .cache import ResponseCache, request_key
+from .ledger import BudgetExceeded, Ledger, Price
+from .limiter import EndpointLimiter, estimate_prompt_tokens
 
 log = logging.getLogger(__name__)
 
 BUILTIN_ORACLE = "builtin://oracle"
+RETRY_AFTER_CAP_S = 120.0   # as the SDK: a longer Retry-After is not waited for in full
+_backoff = wait_random_exponential(multiplier=0.5, max=8)  # 0.5 s x 2^n, capped at 8 s, full jitter
 
 
 @dataclass(frozen=True)
@@ -35,6 +48,8 @@ class Endpoint:
     max_concurrency: int = 16
     timeout_s: float = 120.0
     max_retries: int = 5
+    rpm: float | None = None        # requests per minute allowed by the provider
+    tpm: float | None = None        # tokens per minute allowed by the provider
 
     def api_key(self) -> str:
         if self.base_url == BUILTIN_ORACLE or not self.api_key_env:
@@ -54,6 +69,13 @@ class Role:
     endpoint: Endpoint
     model: str
     params: dict  # sampling parameters sent with every request (temperature, max_tokens, ...)
+    price: Price = Price()                # USD per million tokens (0: unknown / free)
+    mode: str = "online"                  # online | batch (the OpenAI Batch API)
+    failure_tolerance: float = 1.0        # fraction of a call's requests that may fail
+    budget_usd: float | None = None
+    ledger_dir: str | None = None         # where spending is recorded (None: nowhere)
+    batch_discount: float = 0.5           # batch price / online price
+    batch_poll_s: float = 30.0            # how often a submitted batch is polled
 
     @classmethod
     def from_config(cls, config: dict, role: str) -> "Role":
@@ -63,9 +85,19 @@ class Role:
         endpoint = Endpoint(
             name=spec["endpoint"], base_url=ep["base_url"], api_key_env=ep.get("api_key_env"),
             max_concurrency=ep.get("max_concurrency", 16), timeout_s=ep.get("timeout_s", 120.0),
-            max_retries=ep.get("max_retries", 5),
+            max_retries=ep.get("max_retries", 5), rpm=ep.get("rpm"), tpm=ep.get("tpm"),
         )
-        return cls(role, endpoint, spec["model"], dict(spec.get("params", {})))
+        prices = llm.get("prices") or {}
+        budget = llm.get("budget_usd")
+        if budget is not None and spec["model"] not in prices:
+            raise ValueError(f"config: llm.budget_usd is set but llm.prices has no entry for model "
+                             f"{spec['model']!r} (llm.{role}.model): the cost could not be estimated")
+        cache_dir = llm.get("cache_dir", ".cache/llm")
+        return cls(role, endpoint, spec["model"], dict(spec.get("params", {})),
+                   price=Price(**prices.get(spec["model"], {})), mode=spec.get("mode", "online"),
+                   failure_tolerance=llm.get("failure_tolerance", 0.01), budget_usd=budget,
+                   ledger_dir=llm.get("ledger_dir") or str(Path(cache_dir) / "ledger"),
+                   batch_discount=llm.get("batch_discount", 0.5), batch_poll_s=llm.get("batch_poll_s", 30.0))
 
 
 @dataclass(frozen=True)
@@ -78,6 +110,11 @@ class Completion:
 @dataclass(frozen=True)
 class LLMFailure:
     error: str
+    kind: str = ""      # e.g. "APIConnectionError", "BadRequestError (HTTP 400)", "empty message"
+
+
+class TooManyFailures(RuntimeError):
+    pass
 
 
 @dataclass
@@ -86,16 +123,20 @@ class Stats:
     cache_hits: int = 0
     paid: int = 0
     failures: int = 0
+    retries: int = 0
+    rate_limited: int = 0          # 429 answers received (each then retried)
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cost_usd: float = 0.0
     wall_s: float = 0.0
 
     def as_dict(self, role: Role) -> dict:
-        return {"role": role.name, "model": role.model, **self.__dict__}
+        return {"role": role.name, "model": role.model, **self.__dict__, "cost_usd": round(self.cost_usd, 6)}
 
 
-def make_client(endpoint: Endpoint) -> openai.AsyncOpenAI:
-    kwargs = dict(api_key=endpoint.api_key(), timeout=endpoint.timeout_s, max_retries=endpoint.max_retries)
+def make_client(endpoint: Endpoint, max_retries: int | None = None) -> openai.AsyncOpenAI:
+    kwargs = dict(api_key=endpoint.api_key(), timeout=endpoint.timeout_s,
+                  max_retries=endpoint.max_retries if max_retries is None else max_retries)
     if endpoint.base_url == BUILTIN_ORACLE:
         import httpx2
 
@@ -107,6 +148,52 @@ def make_client(endpoint: Endpoint) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=endpoint.base_url, **kwargs)
 
 
+def is_transient(e: BaseException) -> bool:
+    """Worth retrying: 408/409/429/5xx, timeouts, connection errors, a garbled body."""
+    if isinstance(e, openai.APIStatusError):
+        return e.status_code in (408, 409, 429) or e.status_code >= 500
+    return isinstance(e, (openai.APIConnectionError, openai.APIResponseValidationError, json.JSONDecodeError))
+
+
+def retry_after_s(e: BaseException) -> float | None:
+    """The server's Retry-After (retry-after-ms or retry-after in seconds), if it sent one."""
+    response = getattr(e, "response", None)
+    if response is None:
+        return None
+    headers = response.headers
+    try:
+        if "retry-after-ms" in headers:
+            return min(float(headers["retry-after-ms"]) / 1000, RETRY_AFTER_CAP_S)
+        if "retry-after" in headers:
+            return min(float(headers["retry-after"]), RETRY_AFTER_CAP_S)
+    except ValueError:
+        return None  # an HTTP date: fall back to our backoff
+    return None
+
+
+def describe_request(key: str, messages: list[dict]) -> str:
+    text = next((m.get("content") for m in reversed(messages) if isinstance(m.get("content"), str)), "")
+    snippet = " ".join(text.split())
+    return f"request {key[:12]} ({snippet[:60] + '...' if len(snippet) > 60 else snippet!s})"
+
+
+class _Progress:
+    """tqdm bar (rate and ETA) with tokens and cost; refreshed at most every 2 s."""
+
+    def __init__(self, total: int, desc: str, stats: Stats):
+        self.bar = tqdm(total=total, desc=desc, unit="req", mininterval=2.0, dynamic_ncols=False)
+        self.stats = stats
+
+    def update(self) -> None:
+        s = self.stats
+        self.bar.set_postfix_str(f"tok={s.prompt_tokens + s.completion_tokens} ${s.cost_usd:.4f} "
+                                 f"cached={s.cache_hits} retries={s.retries} failed={s.failures}", refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 @dataclass
 class LLM:
     """One role's client: `complete(requests)` answers a batch, cached and deduplicated."""
@@ -115,56 +202,195 @@ class LLM:
     cache: ResponseCache
     stats: Stats = field(default_factory=Stats)
 
-    def complete(self, requests: list[tuple[list[dict], dict]], desc: str = "") -> list[Completion | LLMFailure]:
-        """requests: (messages, extra params) pairs; extra params override the role's (e.g. seed)."""
-        return asyncio.run(self._complete_all(requests, desc or self.role.name))
+    def __post_init__(self):
+        ep = self.role.endpoint
+        self.limiter = EndpointLimiter(ep.rpm, ep.tpm)
+        self.ledger = Ledger(self.role.ledger_dir, self.role.budget_usd) if self.role.ledger_dir else None
+        self._completion_tokens_seen = collections.deque(maxlen=256)
 
+    def complete(self, requests: list[tuple[list[dict], dict]], desc: str = "") -> list[Completion | LLMFailure]:
+        """requests: (messages, extra params) pairs; extra params override the role's (e.g. seed).
+
+        Raises BudgetExceeded (after the requests in flight are answered and cached) when the
+        next request could pass `llm.budget_usd`, and TooManyFailures when more than
+        `failure_tolerance` of the requests failed after their retries.
+        """
+        if self.role.mode == "batch":
+            from .batch import complete_in_batch
+            results = complete_in_batch(self, requests, desc or self.role.name)
+        else:
+            results = asyncio.run(self._complete_all(requests, desc or self.role.name))
+        self._check_failures(results)
+        return results
+
+    def _check_failures(self, results) -> None:
+        failed = [r.error for r in results if isinstance(r, LLMFailure)]
+        if failed and len(failed) > self.role.failure_tolerance * len(results):
+            kinds = collections.Counter(r.kind or "error" for r in results if isinstance(r, LLMFailure))
+            raise TooManyFailures(
+                f"{self.role.name}: {len(failed)} of {len(results)} requests failed after retries, more than "
+                f"llm.failure_tolerance = {self.role.failure_tolerance:g} allows "
+                f"({', '.join(f'{n} x {k}' for k, n in kinds.most_common())}); first: {failed[0]}. "
+                "Answers received are cached: a rerun pays only for the rest.")
+
+    # ------------------------------------------------------------------ bookkeeping shared with batch mode
+    def _params(self, extra: dict) -> dict:
+        return {**self.role.params, **extra}
+
+    def _key(self, messages, params) -> str:
+        return request_key(self.role.endpoint.base_url, self.role.model, messages, params)
+
+    def _from_cache(self, key: str) -> Completion | None:
+        hit = self.cache.get(key)
+        if hit is None:
+            return None
+        self.stats.cache_hits += 1
+        return Completion(hit["content"], hit["finish_reason"], cached=True)
+
+    def _book(self, usage: dict, discount: float = 1.0) -> None:
+        """Book one paid answer: stats and ledger."""
+        prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+        cost = self.role.price.cost(prompt, completion, discount)
+        s = self.stats
+        s.paid += 1
+        s.prompt_tokens += prompt
+        s.completion_tokens += completion
+        s.cost_usd += cost
+        self._completion_tokens_seen.append(completion)
+        if self.ledger:
+            self.ledger.record(self.role.name, self.role.model, prompt, completion, cost)
+
+    def _store(self, key: str, content: str, finish_reason: str, usage: dict) -> Completion:
+        """Write a paid answer to the cache the moment it arrives."""
+        self.cache.put(key, {"model": self.role.model, "content": content, "finish_reason": finish_reason,
+                             "usage": usage})
+        return Completion(content, finish_reason, cached=False)
+
+    def _estimate(self, messages, params) -> tuple[int, int, int | None]:
+        """(prompt tokens, expected completion tokens, max completion tokens) before sending."""
+        max_tokens = params.get("max_completion_tokens") or params.get("max_tokens")
+        seen = self._completion_tokens_seen
+        expected = math.ceil(sum(seen) / len(seen)) if seen else 256
+        return estimate_prompt_tokens(messages), min(expected, max_tokens or expected), max_tokens
+
+    # ------------------------------------------------------------------ online mode
     async def _complete_all(self, requests, desc):
         started = time.monotonic()
-        client = make_client(self.role.endpoint)
-        limit = asyncio.Semaphore(self.role.endpoint.max_concurrency)
-        in_flight: dict[str, asyncio.Task] = {}
-        bar = tqdm(total=len(requests), desc=desc, unit="req", mininterval=2.0, dynamic_ncols=False)
+        ep = self.role.endpoint
+        client = make_client(ep, max_retries=0)   # we retry: every attempt passes the limiter and is counted
+        send_slots = asyncio.Semaphore(ep.max_concurrency)
+        window = asyncio.Semaphore(4 * ep.max_concurrency)  # tasks alive at once: memory does not grow with the pool
+        results: list = [None] * len(requests)
+        waiting: dict[str, list[int]] = {}                  # request key -> indices answered by its one call
+        stop: list[BudgetExceeded] = []
+        crashed: list[BaseException] = []
+        bar = _Progress(len(requests), desc, self.stats)
 
-        async def one(messages, params, key):
-            async with limit:
-                try:
-                    r = await client.chat.completions.create(model=self.role.model, messages=messages, **params)
-                except openai.OpenAIError as e:
-                    self.stats.failures += 1
-                    return LLMFailure(f"{type(e).__name__}: {e}")
-            self.stats.paid += 1
-            choice = r.choices[0]
-            content = choice.message.content
-            if content is None:
-                self.stats.failures += 1
-                return LLMFailure(f"empty message (finish_reason={choice.finish_reason})")
-            usage = {"prompt_tokens": r.usage.prompt_tokens, "completion_tokens": r.usage.completion_tokens} if r.usage else {}
-            self.stats.prompt_tokens += usage.get("prompt_tokens", 0)
-            self.stats.completion_tokens += usage.get("completion_tokens", 0)
-            self.cache.put(key, {"model": self.role.model, "content": content,
-                                 "finish_reason": choice.finish_reason, "usage": usage})
-            return Completion(content, choice.finish_reason, cached=False)
+        def finished(key: str, task: asyncio.Task) -> None:
+            window.release()
+            result = None if task.cancelled() else (task.exception() or task.result())
+            if isinstance(result, BudgetExceeded):
+                stop.append(result)
+                result = None
+            elif isinstance(result, BaseException):
+                crashed.append(result)   # a bug, not a failed request: re-raised below
+                result = None
+            for i in waiting.pop(key):
+                results[i] = result
+                if result is not None:
+                    bar.update()
 
-        async def answer(messages, extra):
-            params = {**self.role.params, **extra}
-            key = request_key(self.role.endpoint.base_url, self.role.model, messages, params)
-            self.stats.requests += 1
-            hit = self.cache.get(key)
-            if hit is not None:
-                self.stats.cache_hits += 1
-                result = Completion(hit["content"], hit["finish_reason"], cached=True)
-            else:
-                if key not in in_flight:  # identical requests in flight at once are sent once
-                    in_flight[key] = asyncio.ensure_future(one(messages, params, key))
-                result = await in_flight[key]
-            bar.update(1)
-            return result
-
+        tasks = []
         try:
-            return await asyncio.gather(*(answer(m, p) for m, p in requests))
+            for i, (messages, extra) in enumerate(requests):
+                self.stats.requests += 1
+                params = self._params(extra)
+                key = self._key(messages, params)
+                if key in waiting:  # identical requests in flight at once are sent once
+                    waiting[key].append(i)
+                    continue
+                hit = self._from_cache(key)
+                if hit is not None:
+                    results[i] = hit
+                    bar.update()
+                    continue
+                if stop or crashed:
+                    continue
+                await window.acquire()
+                waiting[key] = [i]
+                task = asyncio.ensure_future(self._send(client, send_slots, key, messages, params))
+                task.add_done_callback(lambda t, key=key: finished(key, t))
+                tasks.append(task)
+            await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             bar.close()
             await client.close()
             self.cache.close()
+            if self.ledger:
+                self.ledger.close()
             self.stats.wall_s += time.monotonic() - started
+        if crashed:
+            raise crashed[0]
+        if stop:
+            unsent = sum(r is None for r in results)
+            raise BudgetExceeded(f"{stop[0]} ({self.role.name}: {unsent} of {len(requests)} requests not sent)")
+        return results
+
+    async def _send(self, client, send_slots, key, messages, params) -> Completion | LLMFailure:
+        prompt_est, completion_est, max_tokens = self._estimate(messages, params)
+        worst_usd = self.role.price.cost(prompt_est, max_tokens or completion_est)
+        if self.ledger:
+            self.ledger.reserve(worst_usd, self.role.name)   # raises BudgetExceeded before anything is sent
+
+        def wait(state) -> float:
+            e = state.outcome.exception()
+            after = retry_after_s(e)
+            if after is None:
+                return _backoff(state)
+            if isinstance(e, openai.RateLimitError):
+                self.limiter.pause(after)       # the whole endpoint backs off, not just this request
+            return after + _backoff(state)     # + full jitter growing per attempt: no thundering herd
+
+        def count(state) -> None:
+            self.stats.retries += 1
+
+        try:
+            async for attempt in AsyncRetrying(stop=stop_after_attempt(self.role.endpoint.max_retries + 1),
+                                               wait=wait, retry=retry_if_exception(is_transient),
+                                               before_sleep=count, reraise=True):
+                with attempt:
+                    async with send_slots:
+                        estimate = prompt_est + self._estimate(messages, params)[1]  # learns as answers arrive
+                        await self.limiter.acquire(estimate)
+                        try:
+                            r = await client.chat.completions.create(model=self.role.model, messages=messages,
+                                                                     **params)
+                        except Exception as e:
+                            self.limiter.settle_tokens(estimate, 0 if isinstance(e, openai.RateLimitError)
+                                                       else estimate)  # unknown: assume it counted
+                            self.stats.rate_limited += isinstance(e, openai.RateLimitError)
+                            raise
+        except Exception as e:
+            if not isinstance(e, (openai.OpenAIError, json.JSONDecodeError)):
+                raise
+            self.stats.failures += 1
+            status = getattr(e, "status_code", None)
+            kind = f"{type(e).__name__}{f' (HTTP {status})' if status else ''}"
+            error = (f"{kind} after {attempt.retry_state.attempt_number} attempt(s) on "
+                     f"{describe_request(key, messages)}: {e}")
+            if not is_transient(e):
+                log.error("%s: not retried: %s", self.role.name, error)
+            return LLMFailure(error, kind)
+        finally:
+            if self.ledger:
+                self.ledger.release(worst_usd)
+        choice = r.choices[0]
+        usage = {"prompt_tokens": r.usage.prompt_tokens, "completion_tokens": r.usage.completion_tokens} \
+            if r.usage else {}
+        self.limiter.settle_tokens(estimate, usage.get("prompt_tokens", prompt_est) + usage.get("completion_tokens", 0))
+        self._book(usage)
+        if choice.message.content is None:
+            self.stats.failures += 1
+            return LLMFailure(f"empty message (finish_reason={choice.finish_reason}) on "
+                              f"{describe_request(key, messages)}", "empty message")
+        return self._store(key, choice.message.content, choice.finish_reason, usage)

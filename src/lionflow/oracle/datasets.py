@@ -3,13 +3,18 @@
 python -m lionflow.oracle.datasets --root /work/main   (re)writes
 resources/demo/seed_instructions.jsonl, resources/lm_eval/data/oracle_gen.jsonl
 and resources/lm_eval/data/oracle_mc.jsonl.
+
+python -m lionflow.oracle.datasets --synthetic 70000 --out pool.jsonl   writes a synthetic
+paper-scale seed pool (for the benchmarks) instead.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 from pathlib import Path
+from typing import Iterator
 
 from .tasks import BY_NAME, FAMILIES, _parse, problem_key, render, sample_params
 
@@ -91,6 +96,31 @@ def make_eval_mc(n: int, seed: int) -> list[dict]:
     return _unique(n, rng, draw, _pool_keys())
 
 
+def make_synthetic_pool(n: int, seed: int = 0) -> Iterator[dict]:
+    """n distinct seed-instruction records from the task families, streamed (paper scale: 52K-700K).
+
+    Levels are drawn flatter than the demo pool's, since the low levels of some families hold
+    only a few dozen distinct tasks. Distinctness is tracked with 8-byte digests of the text,
+    so memory stays ~100 bytes per record, not a whole record list.
+    """
+    rng = random.Random(seed)
+    seen: set[bytes] = set()
+    drawn = 0
+    for _ in range(200 * n):
+        if drawn == n:
+            return
+        fam, level = _pick(rng, [0.3, 0.25, 0.2, 0.15, 0.1])
+        p = render(fam, sample_params(rng, fam, level), split=rng.random() < 0.7)
+        digest = hashlib.blake2b(f"{p.instruction}\0{p.input}".encode(), digest_size=8).digest()
+        if digest in seen:
+            continue
+        seen.add(digest)
+        drawn += 1
+        yield {"id": f"syn-{drawn:07d}", "instruction": p.instruction, "input": p.input}
+    if drawn < n:
+        raise RuntimeError(f"could only draw {drawn} of {n} distinct tasks")
+
+
 def _write(path: Path, records: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -100,7 +130,18 @@ def _write(path: Path, records: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=Path("."))
+    ap.add_argument("--synthetic", type=int, metavar="N", help="write N synthetic pool instructions to --out")
+    ap.add_argument("--out", type=Path, help="output JSONL of --synthetic")
+    ap.add_argument("--seed", type=int, default=0, help="random seed of --synthetic")
     args = ap.parse_args(argv)
+    if args.synthetic is not None:
+        if args.out is None:
+            ap.error("--synthetic needs --out")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r) + "\n" for r in make_synthetic_pool(args.synthetic, args.seed))
+        print(f"wrote {args.synthetic} synthetic instructions to {args.out}")
+        return
     _write(args.root / "resources/demo/seed_instructions.jsonl", make_seed_pool(*SEED_POOL))
     _write(args.root / "resources/lm_eval/data/oracle_gen.jsonl", make_eval_gen(60, 2))
     _write(args.root / "resources/lm_eval/data/oracle_mc.jsonl", make_eval_mc(60, 3))

@@ -49,3 +49,10 @@ def generate_answers(model_dir, items: list[dict], cfg: GenerateConfig = Generat
             results[i] = {"answer": tokenizer.decode(row, skip_special_tokens=True).strip(),
                           "finish_reason": "stop" if stopped else "length"}
     return results
+
+
+def answer_records(model_dir, items: list[dict], cfg: GenerateConfig, model: str) -> list[dict]:
+    """The student's answers to `items` (dicts with id, instruction, input) as `answer` artifact records."""
+    answers = generate_answers(model_dir, items, cfg)
+    return [{"id": it["id"], "instruction": it["instruction"], "input": it["input"], "answer": a["answer"],
+             "model": model, "finish_reason": a["finish_reason"]} for it, a in zip(items, answers)]

@@ -1,0 +1,277 @@
+"""Paper-scale figures of the data stages and of student generation (issue 6), on this machine.
+
+1. dedup: ROUGE-L > 0.7 filter of 6,000 candidates against a 70,000-instruction pool
+   (benchmarks/dedup_speed.py's corpus), and brute force with the rouge_score package, which
+   is TIMED ON A SAMPLE of candidates and EXTRAPOLATED to all of them (hours otherwise).
+2. generation: the tiny student (build_tiny_student defaults, greedy, untrained so every
+   answer runs to max_new_tokens) answers the same prompts one at a time and batched,
+   side by side in this run; throughput in answers/s.
+3. pool stages: time and peak RSS of init pools, update pools (+6,000 new), the hard/easy
+   split, and a whole-list artifact read + write, on synthetic pools of the oracle's task
+   families; each measured in its own subprocess, so its peak RSS is its own.
+4. snakemake -n: a throwaway copy of the working tree with `iterations=10`, every output
+   created as a placeholder and marked done with `snakemake --touch`; median of 3 dry runs.
+
+Usage: python benchmarks/scale.py [--sizes 70000,700000] [--brute-sample 3] [--gen-prompts 128]
+The last line printed is one JSON object with every figure (`dedup_s` among them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+N_NEW = 6000  # new instructions per iteration in the paper (3K hard + 3K easy)
+
+
+def table(title: str, header: list[str], rows: list[list]) -> None:
+    cells = [header] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    print(f"\n## {title}")
+    for i, r in enumerate(cells):
+        print("  ".join(c.rjust(w) for c, w in zip(r, widths)))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+# ---------------------------------------------------------------- 1. dedup
+
+def bench_dedup(n_pool: int, n_cands: int, brute_sample: int) -> dict:
+    from dedup_speed import make_corpus
+    from rouge_score import rouge_scorer
+
+    from lionflow.dedup import filter_near_duplicates
+
+    pool, cands = make_corpus(n_pool, n_cands)
+    t0 = time.perf_counter()
+    decisions = filter_near_duplicates(cands, pool)
+    dedup_s = time.perf_counter() - t0
+
+    # Brute force as the paper's code does it: every candidate scored against the whole pool
+    # plus the candidates kept before it. Timed on a sample, extrapolated to all candidates.
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    sample = random.Random(1).sample(range(n_cands), brute_sample)
+    per_candidate = []
+    for i in sample:
+        refs = pool + [c for c, d in zip(cands[:i], decisions[:i]) if d.kept]
+        t0 = time.perf_counter()
+        best = max(scorer.score(cands[i], r)["rougeL"].fmeasure for r in refs)
+        per_candidate.append(time.perf_counter() - t0)
+        assert best == decisions[i].max_similarity, (i, best, decisions[i])  # identical decisions
+    brute_s = statistics.mean(per_candidate) * n_cands
+    rejected = sum(not d.kept for d in decisions)
+    table(f"dedup: {n_cands:,} candidates x {n_pool:,} pool, ROUGE-L > 0.7", ["method", "seconds", "note"], [
+        ["lionflow.dedup (exact, pruned)", f"{dedup_s:.2f}", f"rejected {rejected} ({100 * rejected / n_cands:.1f} %)"],
+        ["rouge_score brute force", f"{brute_s:,.0f}",
+         f"EXTRAPOLATED from {brute_sample} sampled candidates ({statistics.mean(per_candidate):.2f} s each); "
+         "same max similarity on each"],
+    ])
+    return {"dedup_s": round(dedup_s, 2), "dedup_brute_force_s_extrapolated": round(brute_s),
+            "dedup_brute_force_sample": brute_sample, "dedup_speedup": round(brute_s / dedup_s),
+            "dedup_rejected": rejected}
+
+
+# ---------------------------------------------------------------- 2. generation
+
+def bench_generation(n_prompts: int, new_tokens: list[int], batch_sizes: list[int], threads: int) -> dict:
+    import torch
+
+    from lionflow.oracle.datasets import make_synthetic_pool
+    from lionflow.student.builtin import build_tiny_student
+    from lionflow.student.generate import GenerateConfig, generate_answers
+
+    torch.set_num_threads(threads)
+    items = list(make_synthetic_pool(n_prompts, seed=3))
+    rows, figures = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = build_tiny_student(Path(tmp) / "tiny")
+        generate_answers(model_dir, items[:4], GenerateConfig(max_new_tokens=4, temperature=0.0))  # warm-up
+        for max_new in new_tokens:
+            runs = {}
+            for bs in [1] + batch_sizes:
+                cfg = GenerateConfig(max_new_tokens=max_new, temperature=0.0, batch_size=bs)
+                t0 = time.perf_counter()
+                runs[bs] = generate_answers(model_dir, items, cfg)
+                runs[bs] = (time.perf_counter() - t0, runs[bs])
+            one_s, one = runs[1]
+            for bs, (secs, answers) in runs.items():
+                same = sum(a == b for a, b in zip(answers, one))
+                full = sum(a["finish_reason"] == "length" for a in answers)
+                rows.append([max_new, bs, f"{secs:.2f}", f"{n_prompts / secs:.1f}", f"{one_s / secs:.1f}x",
+                             f"{same}/{n_prompts}", f"{full}/{n_prompts}"])
+                figures[f"new{max_new}_bs{bs}"] = {"answers_per_s": round(n_prompts / secs, 2),
+                                                   "speedup": round(one_s / secs, 2)}
+    table(f"student generation: tiny student, the same {n_prompts} prompts, greedy, {threads} torch thread(s)",
+          ["max_new_tokens", "batch", "seconds", "answers/s", "vs batch 1", "same answer as batch 1",
+           "ran to max_new_tokens"], rows)
+    best = max(figures.items(), key=lambda kv: kv[1]["speedup"])
+    return {"generation": figures, "generation_best_speedup": best[1]["speedup"], "generation_best": best[0],
+            "generation_prompts": n_prompts, "generation_threads": threads}
+
+
+# ---------------------------------------------------------------- 3. pool stages
+
+def _synthetic_inputs(n: int, workdir: Path) -> None:
+    """Seed file (n), cache pool (n), 6K new instructions, referee scores (n) in workdir."""
+    from lionflow.artifacts import JsonlWriter, iter_jsonl
+    from lionflow.pools import write_seed_pools
+
+    subprocess.run([sys.executable, "-m", "lionflow.oracle.datasets", "--synthetic", str(n + N_NEW),
+                    "--out", str(workdir / "all.jsonl")], check=True, stdout=subprocess.DEVNULL)
+    with open(workdir / "all.jsonl") as f, open(workdir / "seeds.jsonl", "w") as seeds, \
+            open(workdir / "new_seeds.jsonl", "w") as new_seeds:
+        for i, line in enumerate(f):
+            (seeds if i < n else new_seeds).write(line)
+    write_seed_pools(workdir / "seeds.jsonl", workdir / "train1.jsonl", workdir / "cache1.jsonl")
+    rng = random.Random(0)
+    with JsonlWriter(workdir / "new.jsonl", "instruction") as new:
+        for r in iter_jsonl(workdir / "new_seeds.jsonl", "seed_instruction"):
+            new.write({**r, "id": r["id"].replace("syn-", "new-"), "origin": rng.choice(["hard", "easy"]),
+                       "iteration": 1, "parent_id": "syn-0000001", "max_similarity": round(rng.random() * 0.7, 4)})
+    with JsonlWriter(workdir / "scores.jsonl", "referee_score") as scores:
+        for r in iter_jsonl(workdir / "cache1.jsonl", "instruction"):
+            failed = rng.random() < 0.01
+            t, s = (None, None) if failed else (rng.randint(2, 10), rng.randint(1, 10))
+            orders = [{"first": first, "raw": f"Assistant 1: {t}\nAssistant 2: {s}", "attempts": 1,
+                       "teacher_score": t, "student_score": s, "error": "unparseable" if failed else None}
+                      for first in ("teacher", "student")]
+            scores.write({"id": r["id"], "instruction": r["instruction"], "input": r["input"], "orders": orders,
+                          "teacher_score": t, "student_score": s, "gap": None if failed else t - s,
+                          "failed": failed})
+    (workdir / "all.jsonl").unlink()
+    (workdir / "new_seeds.jsonl").unlink()
+
+
+STAGES = {  # name -> what the stage's rule script does
+    "imports only": "baseline: python + lionflow imports",
+    "init pools": "write_seed_pools (init_pools rule)",
+    "update pools": "write_next_pools, mode all (update_pools rule)",
+    "split hard/easy": "write_split_hard_easy (split_hard_easy rule)",
+    "artifact read+write (list)": "read_jsonl + write_jsonl of the cache pool, in memory",
+}
+
+
+def run_stage(stage: str, d: Path) -> None:
+    """One stage, in this (fresh) process; prints seconds and peak RSS as JSON."""
+    from lionflow.artifacts import read_jsonl, write_jsonl
+    from lionflow.discrimination import write_split_hard_easy
+    from lionflow.pools import write_next_pools, write_seed_pools
+
+    t0 = time.perf_counter()
+    if stage == "init pools":
+        write_seed_pools(d / "seeds.jsonl", d / "out_train.jsonl", d / "out_cache.jsonl")
+    elif stage == "update pools":
+        write_next_pools(d / "cache1.jsonl", read_jsonl(d / "new.jsonl", "instruction"), "all",
+                         d / "out_train.jsonl", d / "out_cache.jsonl")
+    elif stage == "split hard/easy":
+        write_split_hard_easy(d / "scores.jsonl", 1.0, d / "out_hard.jsonl", d / "out_easy.jsonl")
+    elif stage == "artifact read+write (list)":
+        write_jsonl(d / "out_cache.jsonl", read_jsonl(d / "cache1.jsonl", "instruction"), "instruction")
+    elif stage != "imports only":
+        raise ValueError(stage)
+    secs = time.perf_counter() - t0
+    # VmHWM, not getrusage's ru_maxrss: that one keeps the parent's peak across fork + exec.
+    hwm_kib = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    print(json.dumps({"s": secs, "peak_rss_mib": hwm_kib / 1024}))
+
+
+def bench_pools(sizes: list[int]) -> dict:
+    rows, figures = [], {}
+    for n in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            d = Path(tmp)
+            t0 = time.perf_counter()
+            _synthetic_inputs(n, d)
+            prep = time.perf_counter() - t0
+            mib = {p.name: p.stat().st_size / 2**20 for p in d.iterdir()}
+            figures[str(n)] = {}
+            for stage, what in STAGES.items():
+                out = subprocess.run([sys.executable, __file__, "--stage", stage, "--dir", str(d)], check=True,
+                                     capture_output=True, text=True).stdout.strip().splitlines()[-1]
+                m = json.loads(out)
+                figures[str(n)][stage] = {"s": round(m["s"], 2), "peak_rss_mib": round(m["peak_rss_mib"])}
+                rows.append([f"{n:,}", stage, f"{m['s']:.2f}", f"{m['peak_rss_mib']:.0f}", what])
+            print(f"  ({n:,}: inputs made in {prep:.0f} s; cache pool {mib['cache1.jsonl']:.0f} MiB, "
+                  f"referee scores {mib['scores.jsonl']:.0f} MiB)")
+    table("pool stages (each in its own process; synthetic pools of the oracle's task families)",
+          ["instructions", "stage", "seconds", "peak RSS MiB", "what"], rows)
+    return {"pool_stages": figures}
+
+
+# ---------------------------------------------------------------- 4. snakemake -n
+
+def bench_snakemake_noop(iterations: int) -> dict:
+    snakemake = [sys.executable, "-m", "snakemake", "--cores", "2", "--config", f"iterations={iterations}"]
+    with tempfile.TemporaryDirectory() as tmp:
+        files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True,
+                               capture_output=True, text=True).stdout.splitlines()
+        for f in files:
+            if (ROOT / f).is_file() and not f.startswith(("results/", "logs/", ".cache/")):
+                (Path(tmp) / f).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / f, Path(tmp) / f)
+        summary = subprocess.run(snakemake + ["--summary"], cwd=tmp, check=True, capture_output=True,
+                                 text=True).stdout.splitlines()
+        n_outputs = 0
+        for line in summary[1:]:  # output_file, date, rule, ...
+            path, _, rule = line.split("\t")[:3]
+            target = Path(tmp) / path
+            if rule in ("build_base_student", "train_student"):  # directory() outputs
+                target.mkdir(parents=True, exist_ok=True)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.touch()
+            n_outputs += 1
+        subprocess.run(snakemake + ["--touch", "--quiet"], cwd=tmp, check=True, capture_output=True)
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            out = subprocess.run(snakemake + ["-n"], cwd=tmp, check=True, capture_output=True, text=True)
+            times.append(time.perf_counter() - t0)
+            text = out.stdout + out.stderr
+            assert "Nothing to be done" in text, text[-2000:]
+    secs = statistics.median(times)
+    table(f"snakemake -n, {iterations} iterations configured, every output done ({n_outputs} files)",
+          ["run", "seconds"], [[i + 1, f"{t:.2f}"] for i, t in enumerate(times)] + [["median", f"{secs:.2f}"]])
+    return {"snakemake_dry_run_s": round(secs, 2), "snakemake_iterations": iterations,
+            "snakemake_outputs": n_outputs}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pool", type=int, default=70000)
+    ap.add_argument("--cands", type=int, default=6000)
+    ap.add_argument("--brute-sample", type=int, default=3, help="candidates timed with rouge_score brute force")
+    ap.add_argument("--gen-prompts", type=int, default=128)
+    ap.add_argument("--gen-new-tokens", default="32,128")
+    ap.add_argument("--gen-batch-sizes", default="32,128")
+    ap.add_argument("--gen-threads", type=int, default=os.cpu_count())
+    ap.add_argument("--sizes", default="70000,700000", help="pool sizes of the pool-stage figures")
+    ap.add_argument("--iterations", type=int, default=10)
+    ap.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)  # internal: one pool stage
+    ap.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.stage:
+        return run_stage(args.stage, args.dir)
+    ints = lambda s: [int(x) for x in s.split(",")]
+    figures = {}
+    figures |= bench_dedup(args.pool, args.cands, args.brute_sample)
+    figures |= bench_generation(args.gen_prompts, ints(args.gen_new_tokens), ints(args.gen_batch_sizes),
+                                args.gen_threads)
+    figures |= bench_pools(ints(args.sizes))
+    figures |= bench_snakemake_noop(args.iterations)
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Open-ended evaluation as in the paper: a judge scores student vs reference answers 1-10.
+
+The judge (GPT-4 in the paper) sees each question with the reference model's answer (ChatGPT
+in the paper; the teacher by default) and the student's, rates both 1-10, and is asked twice
+with the answers in swapped positions. The relative score of a set of questions is
+    100 * (sum of the student's scores) / (sum of the reference's scores)
+computed separately for each order - the paper's two settings, reference first and student
+first - and averaged. A question whose verdict cannot be parsed in either order (after
+retries) is left out of both orders' totals, so both settings cover the same questions, and it
+is counted in `n_failed`: failures are shown, never silently dropped.
+
+The both-orders requests, retries and reply parsing are the referee's (lionflow.discrimination):
+one parser, one retry policy. Only the names differ: the referee's "teacher" is our "reference".
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import random
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from .artifacts import read_jsonl, write_jsonl
+from .discrimination import score_pairs
+from .llm import LLM
+from .oracle.tasks import BY_NAME, problem_key, sample_problem
+from .prompts import PromptTemplate
+
+ORDERS = {"reference": "reference_first", "student": "student_first"}  # `first` -> result key
+
+
+def load_questions(path, limit: int | None = None) -> list[dict]:
+    """The evaluation questions (schema `eval_question`), the first `limit` of them if given."""
+    questions = read_jsonl(path, "eval_question")
+    seen: set[str] = set()
+    for lineno, q in enumerate(questions, 1):
+        if q["id"] in seen:
+            raise ValueError(f"{path}:{lineno}: field 'id': duplicate question id {q['id']!r}")
+        seen.add(q["id"])
+    return [{"id": q["id"], "category": q["category"], "instruction": q["instruction"], "input": q.get("input") or ""}
+            for q in questions[:limit]]
+
+
+def role_configs(llm: dict, judge: dict) -> dict:
+    """An `llm` config holding the `judge` and `reference` roles, filled in from their defaults.
+
+    The judge falls back to the referee's endpoint, model and params; the reference model is
+    the teacher (endpoint, model, prompt, params) unless `eval.judge.reference` names another.
+    """
+    referee = llm["referee"]
+    judge_role = {"endpoint": judge.get("endpoint") or referee["endpoint"],
+                  "model": judge.get("model") or referee["model"],
+                  "params": judge["params"] if judge.get("params") is not None else referee.get("params", {}),
+                  "prompt": judge["prompt"]}
+    reference_role = copy.deepcopy(judge.get("reference") or llm["teacher"])
+    for key, role in (("eval.judge.endpoint", judge_role), ("eval.judge.reference.endpoint", reference_role)):
+        if role["endpoint"] not in llm["endpoints"]:
+            raise ValueError(f"config: {key}={role['endpoint']!r} is not one of llm.endpoints "
+                             f"({', '.join(llm['endpoints'])})")
+    return {"cache_dir": llm["cache_dir"], "endpoints": llm["endpoints"], "judge": judge_role,
+            "reference": reference_role}
+
+
+def judge_answers(judge: LLM, template: PromptTemplate, questions: list[dict], reference: list[dict],
+                  student: list[dict], parse_retries: int) -> list[dict]:
+    """Judge-score records (schema `judge_score`), one per question, in question order."""
+    by_id = {q["id"]: q for q in questions}
+    for name, answers in (("reference", reference), ("student", student)):
+        ids = [a["id"] for a in answers]
+        if sorted(ids) != sorted(by_id):
+            raise ValueError(f"the {name} answers do not cover the evaluation questions one to one")
+    # The referee's "teacher" slot holds the reference answer.
+    verdicts = score_pairs(judge, template, teacher=reference, student=student, parse_retries=parse_retries)
+    records = []
+    for v in verdicts:
+        orders = [{"first": "reference" if o["first"] == "teacher" else "student", "raw": o["raw"],
+                   "attempts": o["attempts"], "reference_score": o["teacher_score"],
+                   "student_score": o["student_score"], "error": o["error"]} for o in v["orders"]]
+        q = by_id[v["id"]]
+        records.append({"id": q["id"], "category": q["category"], "instruction": q["instruction"],
+                        "input": q["input"], "orders": orders, "failed": v["failed"]})
+    return records
+
+
+def _relative(student_total: float, reference_total: float, n: int) -> float | None:
+    return 100.0 * student_total / reference_total if n and reference_total > 0 else None
+
+
+def relative_cell(records: list[dict]) -> dict:
+    """Totals and relative scores of a set of judged questions (schema `judge_result` cell)."""
+    scored = [r for r in records if not r["failed"]]
+    cell = {"n_questions": len(records), "n_scored": len(scored), "n_failed": len(records) - len(scored)}
+    for first, key in ORDERS.items():
+        verdicts = [next(o for o in r["orders"] if o["first"] == first) for r in scored]
+        student_total = float(sum(o["student_score"] for o in verdicts))
+        reference_total = float(sum(o["reference_score"] for o in verdicts))
+        n_failed = sum(1 for r in records for o in r["orders"] if o["first"] == first and o["student_score"] is None)
+        cell[key] = {"n_failed": n_failed, "student_total": student_total, "reference_total": reference_total,
+                     "relative": _relative(student_total, reference_total, len(scored))}
+    both = [cell[key]["relative"] for key in ORDERS.values()]
+    cell["mean_relative"] = None if None in both else statistics.fmean(both)
+    return cell
+
+
+def relative_scores(records: list[dict], *, checkpoint: str, judge_model: str, reference_model: str) -> dict:
+    """The open-ended result of one checkpoint (schema `judge_result`): overall and per category."""
+    by_category: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        by_category[r["category"]].append(r)
+    return {"checkpoint": checkpoint, "judge_model": judge_model, "reference_model": reference_model,
+            "overall": relative_cell(records),
+            "by_category": {c: relative_cell(rs) for c, rs in sorted(by_category.items())}}
+
+
+def check_failure_rate(records: list[dict], max_rate: float) -> int:
+    """Number of failed questions; RuntimeError when their share exceeds `max_rate`."""
+    failed = [r for r in records if r["failed"]]
+    if records and len(failed) / len(records) > max_rate:
+        examples = "; ".join(f"{r['id']}: {next(o['error'] for o in r['orders'] if o['error'])}" for r in failed[:3])
+        raise RuntimeError(f"judge failed on {len(failed)} of {len(records)} questions "
+                           f"({len(failed) / len(records):.1%}), above eval.judge.max_failure_rate={max_rate:.1%}. "
+                           f"Examples: {examples}")
+    return len(failed)
+
+
+# ---------------------------------------------------------------- the demo's question set
+
+# Categories of the oracle world, in the spirit of Vicuna's (generic, knowledge, math, ...).
+CATEGORIES = {
+    "words": ("repeat", "first_letter", "uppercase", "reverse", "count_letter"),
+    "numbers": ("larger", "parity", "max_list", "min_list", "sort"),
+    "math": ("add", "subtract", "multiply", "word_problem"),
+}
+
+
+def demo_questions(per_category: int, seed: int, exclude: set) -> list[dict]:
+    """Held-out questions of the oracle's task families, `per_category` per category, levels 1-3,
+    none of whose tasks is in `exclude` (problem keys of the seed pool and the lm-eval data).
+    Deterministic: `python -m lionflow.judge` writes resources/demo/eval_questions.jsonl."""
+    rng = random.Random(seed)
+    seen = set(exclude)
+    by_category: dict[str, list[dict]] = {}
+    for category, families in CATEGORIES.items():
+        questions = by_category.setdefault(category, [])
+        drawn = 0
+        for _ in range(500 * per_category):
+            if drawn == per_category:
+                break
+            family = families[drawn % len(families)]  # round robin: every family appears
+            p = sample_problem(rng, family, rng.choice([1, 1, 2, 2, 3]) if BY_NAME[family].max_level >= 3 else 1)
+            key = problem_key(p.instruction, p.input)
+            if key in seen:
+                continue
+            seen.add(key)
+            drawn += 1
+            questions.append({"id": f"q-{category}-{drawn:03d}", "category": category, "instruction": p.instruction,
+                              "input": p.input})
+        if drawn < per_category:
+            raise RuntimeError(f"could only draw {drawn} of {per_category} new {category} questions")
+    # Interleaved, so that the first N questions (eval.judge.limit) span every category.
+    return [q for group in zip(*by_category.values()) for q in group]
+
+
+def _known_tasks(seed_file, lm_eval_files) -> set:
+    keys = set()
+    for r in read_jsonl(seed_file, "seed_instruction"):
+        keys.add(problem_key(r["instruction"], r.get("input") or ""))
+    for path in lm_eval_files:
+        for line in open(path, encoding="utf-8"):
+            if line.strip():
+                keys.add(problem_key(json.loads(line)["question"]))
+    return keys - {None}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m lionflow.judge  (re)writes resources/demo/eval_questions.jsonl, deterministically."""
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--root", type=Path, default=Path("."))
+    ap.add_argument("--per-category", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=5)
+    args = ap.parse_args(argv)
+    exclude = _known_tasks(args.root / "resources/demo/seed_instructions.jsonl",
+                           sorted((args.root / "resources/lm_eval/data").glob("*.jsonl")))
+    out = args.root / "resources/demo/eval_questions.jsonl"
+    n = write_jsonl(out, demo_questions(args.per_category, args.seed, exclude), "eval_question")
+    print(f"wrote {n} questions to {out}")
+
+
+if __name__ == "__main__":
+    main()

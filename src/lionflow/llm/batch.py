@@ -1,0 +1,122 @@
+"""Batch mode (`mode: batch`): the OpenAI Batch API, resumable after a crash.
+
+The requests not in the cache are written as one JSONL batch file (custom_id = request key),
+uploaded and submitted; the batch id is persisted the moment the batch exists, in
+`<cache_dir>/batches/<id of the pending set>.json`. A rerun with the same pending requests
+finds that file and polls the same batch instead of submitting (and paying for) a new one.
+Results land in the same response cache as online answers, booked at `batch_discount`.
+The window where a crash costs a resubmission is between the create call returning and the
+id reaching the disk (one write).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import openai
+
+from .client import BUILTIN_ORACLE, Completion, LLMFailure
+
+log = logging.getLogger(__name__)
+DONE = ("completed", "failed", "expired", "cancelled")
+
+
+def _write_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def complete_in_batch(llm, requests, desc: str) -> list[Completion | LLMFailure]:
+    role, ep = llm.role, llm.role.endpoint
+    if ep.base_url == BUILTIN_ORACLE:
+        raise ValueError(f"llm.{role.name}.mode: batch needs an endpoint with the Batch API; "
+                         f"{ep.name} is the in-process oracle (use online mode or the test server)")
+    started = time.monotonic()
+    results: list = [None] * len(requests)
+    pending: dict[str, dict] = {}          # key -> request body
+    where: dict[str, list[int]] = {}
+    for i, (messages, extra) in enumerate(requests):
+        llm.stats.requests += 1
+        params = llm._params(extra)
+        key = llm._key(messages, params)
+        hit = llm._from_cache(key) if key not in where else None
+        if hit is not None:
+            results[i] = hit
+            continue
+        where.setdefault(key, []).append(i)
+        pending[key] = {"model": role.model, "messages": messages, **params}
+    if not pending:
+        return results
+
+    state_dir = llm.cache.dir / "batches"
+    state_dir.mkdir(exist_ok=True)
+    job = hashlib.sha256("\n".join(sorted(pending)).encode()).hexdigest()[:20]
+    state_path = state_dir / f"{role.name}-{job}.json"
+    client = openai.OpenAI(api_key=ep.api_key(), base_url=ep.base_url, timeout=ep.timeout_s,
+                           max_retries=ep.max_retries)
+    try:
+        if state_path.exists():
+            batch_id = json.loads(state_path.read_text())["batch_id"]
+            log.info("%s: resuming batch %s (%d requests) from %s", desc, batch_id, len(pending), state_path)
+        else:
+            lines = "".join(json.dumps({"custom_id": key, "method": "POST", "url": "/v1/chat/completions",
+                                        "body": body}) + "\n" for key, body in pending.items())
+            upload = client.files.create(file=(f"{role.name}-{job}.jsonl", lines.encode()), purpose="batch")
+            batch = client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
+                                          completion_window="24h", metadata={"lionflow_job": job})
+            batch_id = batch.id
+            _write_atomic(state_path, {"batch_id": batch_id, "input_file_id": upload.id, "requests": len(pending)})
+            log.info("%s: submitted batch %s (%d requests), id kept in %s", desc, batch_id, len(pending), state_path)
+        while (batch := client.batches.retrieve(batch_id)).status not in DONE:
+            counts = batch.request_counts
+            log.info("%s: batch %s %s (%s of %d done)", desc, batch_id, batch.status,
+                     counts.completed if counts else "?", len(pending))
+            time.sleep(role.batch_poll_s)
+        answered = set()
+        for file_id in (batch.output_file_id, batch.error_file_id):
+            if not file_id:
+                continue
+            for line in client.files.content(file_id).text.splitlines():
+                if not line.strip():
+                    continue
+                item = json.loads(line)
+                key, response = item["custom_id"], item.get("response") or {}
+                body = response.get("body") or {}
+                if key not in where:
+                    continue
+                answered.add(key)
+                if response.get("status_code") == 200 and body.get("choices"):
+                    choice = body["choices"][0]
+                    usage = {k: body.get("usage", {}).get(k, 0) for k in ("prompt_tokens", "completion_tokens")}
+                    llm._book(usage, discount=role.batch_discount)
+                    content = choice["message"].get("content")
+                    result = (llm._store(key, content, choice["finish_reason"], usage) if content is not None else
+                              LLMFailure(f"empty message in batch {batch_id} for request {key[:12]}", "empty message"))
+                else:
+                    error = item.get("error") or body.get("error") or {}
+                    result = LLMFailure(f"batch {batch_id} request {key[:12]}: HTTP {response.get('status_code')} "
+                                        f"{error.get('message', error)}", f"batch HTTP {response.get('status_code')}")
+                for i in where[key]:
+                    results[i] = result
+        for key in set(where) - answered:
+            for i in where[key]:
+                results[i] = LLMFailure(f"batch {batch_id} ended {batch.status} without request {key[:12]}",
+                                        f"batch {batch.status}")
+        llm.stats.failures += sum(isinstance(r, LLMFailure) for r in results)
+        state_path.unlink(missing_ok=True)   # done: a later run with these requests hits the cache
+        return results
+    finally:
+        client.close()
+        llm.cache.close()
+        if llm.ledger:
+            llm.ledger.close()
+        llm.stats.wall_s += time.monotonic() - started

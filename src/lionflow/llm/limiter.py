@@ -1,0 +1,92 @@
+"""Client-side rate limits of one endpoint: token buckets for requests and tokens per minute.
+
+Tokens are estimated before a call (`estimate_prompt_tokens` + the expected completion) and
+held while it is in flight; the true usage is booked after, so the long-run rate follows what
+the provider counts. A bucket holds `burst_s` seconds of its rate; we keep it below the
+provider's (which typically enforces per-minute limits over about a second) so that arrival
+jitter never tips the provider into 429s. A 429's Retry-After pauses every request of the
+endpoint, not only the one that was told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+
+def estimate_prompt_tokens(messages: list[dict]) -> int:
+    """Prompt tokens, estimated from characters (~4 per token for English, as providers estimate)."""
+    chars = 0
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, str):
+            chars += len(content)
+        elif isinstance(content, list):
+            chars += sum(len(p.get("text", "")) for p in content if isinstance(p, dict))
+    return chars // 4 + 4 * len(messages) + 1
+
+
+class TokenBucket:
+    """`per_minute` units per minute, at most `burst_s` seconds of them at once.
+
+    `acquire(n)` waits (first come, first served) until n units are free and holds them; a
+    request bigger than the bucket waits for a full bucket and leaves it in debt.
+    `settle(held, used)` releases what was held and spends what was really used, so an
+    estimate only delays, never loses, capacity.
+    """
+
+    def __init__(self, per_minute: float, burst_s: float = 0.5):
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, self.rate * burst_s)
+        self.level = self.capacity        # what the provider's bucket would hold
+        self.held = 0.0                   # estimates of requests in flight
+        self.t = time.monotonic()
+        self._lock: asyncio.Lock | None = None
+        self._loop = None
+
+    def _refill(self, now: float) -> None:
+        self.level = min(self.capacity, self.level + (now - self.t) * self.rate)
+        self.t = now
+
+    async def acquire(self, amount: float) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # LLM.complete runs one event loop per call; the level carries over
+            self._lock, self._loop = asyncio.Lock(), loop
+        async with self._lock:
+            while True:
+                self._refill(time.monotonic())
+                wait = (min(amount, self.capacity) - (self.level - self.held)) / self.rate
+                if wait <= 0:
+                    self.held += amount
+                    return
+                await asyncio.sleep(wait)
+
+    def settle(self, held: float, used: float) -> None:
+        self._refill(time.monotonic())
+        self.held -= held
+        self.level -= used
+
+
+class EndpointLimiter:
+    """RPM and TPM buckets of one endpoint (either may be absent), and a pause after a 429."""
+
+    def __init__(self, rpm: float | None = None, tpm: float | None = None, burst_s: float = 0.5):
+        self.requests = TokenBucket(rpm, burst_s) if rpm else None
+        self.tokens = TokenBucket(tpm, burst_s) if tpm else None
+        self.paused_until = 0.0
+
+    async def acquire(self, estimated_tokens: int) -> None:
+        while (wait := self.paused_until - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
+        if self.requests:
+            await self.requests.acquire(1)
+            self.requests.settle(1, 1)
+        if self.tokens:
+            await self.tokens.acquire(estimated_tokens)
+
+    def settle_tokens(self, estimated_tokens: int, used_tokens: int) -> None:
+        if self.tokens:
+            self.tokens.settle(estimated_tokens, used_tokens)
+
+    def pause(self, seconds: float) -> None:
+        self.paused_until = max(self.paused_until, time.monotonic() + seconds)

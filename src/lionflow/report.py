@@ -1,0 +1,294 @@
+"""Tables and plots of a run, from its summary (schema `summary`) and referee scores.
+
+Tables come as rows (lists of cells) so that one function feeds both the Markdown report
+(results/<run>/report.md) and the HTML tables of Snakemake's report. Plots use matplotlib's
+Agg backend: no display needed.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+from tabulate import tabulate  # noqa: E402
+
+STAGES = ("teacher_train", "teacher_cache", "referee", "generator")  # per-iteration LLM stages, in loop order
+
+
+def pct(x: float | None, digits: int = 1) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def checkpoints(summary: dict) -> list[str]:
+    return ["base"] + [f"iter{it['iteration']}" for it in summary["iterations"]]
+
+
+def _evals(summary: dict) -> dict[str, dict]:
+    return {"base": summary["base_eval"], **{f"iter{it['iteration']}": it["eval"] for it in summary["iterations"]}}
+
+
+def _judges(summary: dict) -> dict[str, dict | None]:
+    return {"base": summary.get("base_judge"),
+            **{f"iter{it['iteration']}": it.get("judge") for it in summary["iterations"]}}
+
+
+def lm_eval_average(metrics: dict) -> float:
+    return statistics.fmean(metrics.values())
+
+
+# ---------------------------------------------------------------- tables: (header, rows)
+
+def reasoning_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """lm-eval main metric (in %) per task and their average, for the base and every checkpoint."""
+    evals = _evals(summary)
+    tasks = sorted(summary["base_eval"])
+    rows = [[name] + [pct(100 * m[t]) if t in m else "n/a" for t in tasks] + [pct(100 * lm_eval_average(m))]
+            for name, m in evals.items()]
+    return ["checkpoint", *tasks, "average"], rows
+
+
+def open_ended_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """Relative score (student / reference, %) per checkpoint in both orders and their mean."""
+    rows = []
+    for name, j in _judges(summary).items():
+        if j is None:
+            continue
+        o = j["overall"]
+        rows.append([name, pct(o["reference_first"]["relative"]), pct(o["student_first"]["relative"]),
+                     pct(o["mean_relative"]), f"{o['n_scored']}/{o['n_questions']}", str(o["n_failed"])])
+    return ["checkpoint", "reference first", "student first", "mean", "scored", "failed"], rows
+
+
+def category_table(judge_result: dict) -> tuple[list[str], list[list[str]]]:
+    """Relative score per category (and overall) of one checkpoint, both orders and their mean."""
+    cells = [*judge_result["by_category"].items(), ("overall", judge_result["overall"])]
+    rows = [[name, str(c["n_questions"]), pct(c["reference_first"]["relative"]), pct(c["student_first"]["relative"]),
+             pct(c["mean_relative"]), str(c["n_failed"])] for name, c in cells]
+    return ["category", "questions", "reference first", "student first", "mean", "failed"], rows
+
+
+def loop_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """Pools, split, referee scores and LLM requests per iteration."""
+    rows = []
+    for it in summary["iterations"]:
+        judged = it["n_hard"] + it["n_easy"]
+        rows.append([str(it["iteration"]), str(it["train_pool_size"]), str(it["cache_pool_size"]), str(it["n_hard"]),
+                     str(it["n_easy"]), pct(100 * it["n_hard"] / judged if judged else None),
+                     pct(it["teacher_score_mean"], 2), pct(it["student_score_mean"], 2), str(it["referee_failures"]),
+                     str(it["new_hard"]), str(it["new_easy"]),
+                     str(sum(s["paid"] for s in it.get("llm", {}).values())),
+                     str(sum(s["cache_hits"] for s in it.get("llm", {}).values()))])
+    return ["iter", "train", "cache", "hard", "easy", "hard %", "teacher", "student", "referee failed",
+            "new hard", "new easy", "paid", "cached"], rows
+
+
+def requests_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """LLM requests and tokens per stage, summed over iterations, plus the evaluation's."""
+    totals: dict[str, dict] = {}
+    for it in summary["iterations"]:
+        for stage, s in it.get("llm", {}).items():
+            t = totals.setdefault(stage, dict.fromkeys(("requests", "paid", "cache_hits", "failures", "tokens"), 0))
+            for key in ("requests", "paid", "cache_hits", "failures"):
+                t[key] += s[key]
+            t["tokens"] += s["prompt_tokens"] + s["completion_tokens"]
+    for stage, s in summary.get("eval_llm", {}).items():
+        totals[f"eval: {stage}"] = {**{k: s[k] for k in ("requests", "paid", "cache_hits", "failures")},
+                                    "tokens": s["prompt_tokens"] + s["completion_tokens"]}
+    rows = [[stage, *(str(t[k]) for k in ("requests", "paid", "cache_hits", "failures", "tokens"))]
+            for stage, t in totals.items()]
+    return ["stage", "requests", "paid", "cached", "failed", "tokens"], rows
+
+
+def markdown(table: tuple[list[str], list[list[str]]]) -> str:
+    header, rows = table
+    return tabulate(rows, headers=header, tablefmt="github", disable_numparse=True)
+
+
+def html(table: tuple[list[str], list[list[str]]]) -> str:
+    header, rows = table
+    return tabulate(rows, headers=header, tablefmt="html", disable_numparse=True)
+
+
+def html_page(title: str, sections: list[tuple[str, str, str]]) -> str:
+    """A self-contained HTML page: (heading, explanation, table html) per section."""
+    style = ("body{font-family:sans-serif;margin:1.5em} table{border-collapse:collapse;margin-bottom:1.5em}"
+             "th,td{border:1px solid #bbb;padding:4px 10px;text-align:right} th{background:#eee}"
+             "td:first-child,th:first-child{text-align:left}")
+    body = "".join(f"<h3>{h}</h3><p>{text}</p>{t}" for h, text, t in sections)
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style>"
+            f"</head><body><h2>{title}</h2>{body}</body></html>\n")
+
+
+def run_report_markdown(summary: dict) -> str:
+    """results/<run>/report.md: the paper-style tables and the loop's, for people who read text."""
+    parts = [f"# lionflow run `{summary['run']}`", ""]
+    judges = {k: v for k, v in _judges(summary).items() if v is not None}
+    if judges:
+        final_name, final = list(judges.items())[-1]
+        parts += ["## Open-ended evaluation (relative score, %)", "",
+                  f"Student total / reference total of the judge's 1-10 scores; judge `{final['judge_model']}`, "
+                  f"reference `{final['reference_model']}`. The paper's two settings: the reference's answer shown "
+                  "first, and the student's shown first; `mean` is their average. Questions the judge could not "
+                  "score in an order are left out of both orders' totals and counted as failed.", "",
+                  markdown(open_ended_table(summary)), "", f"Per category, {final_name}:", "",
+                  markdown(category_table(final)), ""]
+    parts += ["## Reasoning (lm-eval, %)", "", "Main metric per task, zero-shot; `average` is the unweighted mean.",
+              "", markdown(reasoning_table(summary)), "",
+              "## The loop", "", markdown(loop_table(summary)), "",
+              "## LLM requests per stage", "", markdown(requests_table(summary)), ""]
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------- plots
+
+def _iterations(summary: dict) -> list[int]:
+    return [it["iteration"] for it in summary["iterations"]]
+
+
+def _save(fig, path, layout: bool = True) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if layout:
+        fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_hard_fraction(summary: dict, path) -> None:
+    its = _iterations(summary)
+    hard = [it["n_hard"] for it in summary["iterations"]]
+    judged = [it["n_hard"] + it["n_easy"] for it in summary["iterations"]]
+    frac = [100 * h / n if n else 0.0 for h, n in zip(hard, judged)]
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    bars = ax.bar(its, frac, color="#c0504d", width=0.6)
+    for bar, h, n in zip(bars, hard, judged):
+        ax.annotate(f"{h}/{n}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
+                    fontsize=9)
+    ax.set(xlabel="iteration", ylabel="hard instructions (% of cache pool)", ylim=(0, 105), xticks=its,
+           title="Hard fraction of the cache pool")
+    ax.grid(axis="y", alpha=0.3)
+    _save(fig, path)
+
+
+def plot_referee_scores(summary: dict, path) -> None:
+    its = _iterations(summary)
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for key, label, color in (("teacher_score_mean", "teacher", "#1f77b4"), ("student_score_mean", "student", "#ff7f0e")):
+        ys = [it[key] for it in summary["iterations"]]
+        ax.plot(its, [float("nan") if y is None else y for y in ys], marker="o", label=label, color=color)
+    ax.set(xlabel="iteration", ylabel="mean referee score (1-10, both orders)", ylim=(0.5, 10.5), xticks=its,
+           title="Referee scores on the cache pool")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def plot_score_gaps(gaps_by_iteration: dict[int, list[float]], threshold: float, path) -> None:
+    """Histogram of teacher - student referee score per iteration (one panel each)."""
+    its = sorted(gaps_by_iteration)
+    fig, axes = plt.subplots(len(its), 1, figsize=(6, 1.2 + 2.0 * len(its)), sharex=True, squeeze=False)
+    everything = [g for gs in gaps_by_iteration.values() for g in gs] or [0.0]
+    lo, hi = min(min(everything), -1.0), max(max(everything), threshold + 1)
+    bins = [lo - 0.25 + 0.5 * i for i in range(int((hi - lo) / 0.5) + 2)]
+    for ax, k in zip(axes[:, 0], its):
+        gaps = gaps_by_iteration[k]
+        ax.hist(gaps, bins=bins, color="#4f81bd", edgecolor="white")
+        ax.axvline(threshold, color="#c0504d", linestyle="--", label=f"hard if gap >= {threshold:g}")
+        hard = sum(g >= threshold for g in gaps)
+        ax.set_title(f"iteration {k}: {hard} hard of {len(gaps)}", fontsize=10)
+        ax.set_ylabel("instructions")
+        ax.legend(fontsize=8, loc="upper center")
+    axes[-1, 0].set_xlabel("score gap (teacher - student)")
+    _save(fig, path)
+
+
+def plot_eval_by_checkpoint(summary: dict, path) -> None:
+    names = checkpoints(summary)
+    x = list(range(len(names)))
+    judges = _judges(summary)
+    has_judge = any(j is not None for j in judges.values())
+    fig, axes = plt.subplots(1, 2 if has_judge else 1, figsize=(11 if has_judge else 6, 4), squeeze=False)
+    ax = axes[0, 0]
+    evals = _evals(summary)
+    for task in sorted(summary["base_eval"]):
+        ax.plot(x, [100 * evals[n].get(task, float("nan")) for n in names], marker="o", label=task)
+    ax.plot(x, [100 * lm_eval_average(evals[n]) for n in names], marker="s", color="black", linestyle="--",
+            label="average")
+    ax.set(xticks=x, xticklabels=names, ylabel="lm-eval main metric (%)", title="Reasoning (lm-eval)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    if has_judge:
+        ax = axes[0, 1]
+        for key, label, style in (("reference_first", "reference first", ":"),
+                                  ("student_first", "student first", ":"), ("mean", "mean", "-")):
+            ys = []
+            for n in names:
+                j = judges[n]
+                value = None if j is None else (j["overall"]["mean_relative"] if key == "mean"
+                                                else j["overall"][key]["relative"])
+                ys.append(float("nan") if value is None else value)
+            ax.plot(x, ys, marker="o", linestyle=style, label=label)
+        ax.axhline(100, color="grey", linewidth=0.8)
+        ax.set(xticks=x, xticklabels=names, ylabel="student / reference (%)",
+               title="Open-ended (judge, relative score)")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def plot_requests_per_stage(summary: dict, path) -> None:
+    """Requests (paid and from the cache) and tokens per LLM stage, one bar group per iteration."""
+    its = _iterations(summary)
+    stages = [s for s in STAGES if any(s in it.get("llm", {}) for it in summary["iterations"])]
+    width = 0.8 / max(len(stages), 1)
+    fig, (ax_req, ax_tok) = plt.subplots(1, 2, figsize=(11, 4))
+    colors = plt.get_cmap("tab10").colors
+    for i, stage in enumerate(stages):
+        xs = [k - 0.4 + width * (i + 0.5) for k in its]
+        stats = [it.get("llm", {}).get(stage) for it in summary["iterations"]]
+        paid = [s["paid"] if s else 0 for s in stats]
+        cached = [s["cache_hits"] if s else 0 for s in stats]
+        tokens = [s["prompt_tokens"] + s["completion_tokens"] if s else 0 for s in stats]
+        ax_req.bar(xs, paid, width, color=colors[i], label=stage)
+        ax_req.bar(xs, cached, width, bottom=paid, color=colors[i], alpha=0.35, hatch="//")
+        ax_tok.bar(xs, tokens, width, color=colors[i])
+    ax_req.set(xlabel="iteration", ylabel="requests (solid: paid, hatched: from cache)", xticks=its,
+               title="LLM requests per stage")
+    ax_tok.set(xlabel="iteration", ylabel="prompt + completion tokens (paid requests)", xticks=its,
+               title="Tokens per stage (cost)")
+    for ax in (ax_req, ax_tok):
+        ax.grid(axis="y", alpha=0.3)
+    fig.legend(loc="lower center", ncol=len(stages), fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    _save(fig, path, layout=False)
+
+
+def plot_ablation(ablation: dict, path) -> None:
+    """Adversarial - uniform per iteration with its confidence interval, one panel per metric."""
+    metrics = list(dict.fromkeys(r["metric"] for r in ablation["rows"]))
+    cols = min(3, len(metrics))
+    nrows = math.ceil(len(metrics) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.4 * nrows), squeeze=False)
+    for ax, metric in zip(axes.flat, metrics):
+        rows = [r for r in ablation["rows"] if r["metric"] == metric]
+        its = [r["iteration"] for r in rows]
+        mean = [r["difference"]["mean"] for r in rows]
+        err = [[m - r["difference"]["ci_low"] for m, r in zip(mean, rows)],
+               [r["difference"]["ci_high"] - m for m, r in zip(mean, rows)]]
+        ax.errorbar(its, mean, yerr=err, fmt="o", capsize=5, color="#1f77b4")
+        for r in rows:
+            ax.scatter([r["iteration"]] * len(r["difference"]["values"]), r["difference"]["values"], s=12,
+                       color="grey", alpha=0.6, zorder=0)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set(title=metric, xlabel="iteration", ylabel="adversarial - uniform", xticks=its)
+        ax.margins(x=0.3)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    fig.suptitle(f"Paired difference over seeds {ablation['seeds']} "
+                 f"(dots: seeds; bars: {100 * ablation['confidence']:g}% t interval)", fontsize=10)
+    _save(fig, path)
