@@ -1,4 +1,9 @@
-"""Batched answers from the student: left padding, length-sorted batches, seeded."""
+"""Batched answers from the student: left padding, length-sorted batches, seeded.
+
+Two backends: Hugging Face `generate` (default, CPU or GPU) and vLLM (`backend: vllm`, GPU
+nodes, installed as the optional extra `pip install -e '.[vllm]'`), both fed the same chat-template
+prompts so that answers do not depend on the backend's prompt handling.
+"""
 from dataclasses import dataclass
 
 import torch
@@ -14,6 +19,7 @@ class GenerateConfig:
     top_p: float = 1.0
     batch_size: int = 16
     seed: int = 0
+    backend: str = "hf"  # hf | vllm
 
     @property
     def do_sample(self) -> bool:
@@ -23,6 +29,10 @@ class GenerateConfig:
 def generate_answers(model_dir, items: list[dict], cfg: GenerateConfig = GenerateConfig(),
                      device: str | None = None) -> list[dict]:
     """items: dicts with instruction, input. Returns [{answer, finish_reason}] in input order."""
+    if cfg.backend == "vllm":
+        return _generate_vllm(model_dir, items, cfg)
+    if cfg.backend != "hf":
+        raise ValueError(f"student.generate.backend must be 'hf' or 'vllm', not {cfg.backend!r}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = ensure_chat_template(AutoTokenizer.from_pretrained(model_dir))
     tokenizer.padding_side = "left"  # decoder-only: generated tokens must follow the prompt
@@ -49,6 +59,23 @@ def generate_answers(model_dir, items: list[dict], cfg: GenerateConfig = Generat
             results[i] = {"answer": tokenizer.decode(row, skip_special_tokens=True).strip(),
                           "finish_reason": "stop" if stopped else "length"}
     return results
+
+
+def _generate_vllm(model_dir, items: list[dict], cfg: GenerateConfig) -> list[dict]:
+    try:
+        from vllm import LLM, SamplingParams
+    except ImportError:
+        raise RuntimeError("student.generate.backend is 'vllm' but vllm is not installed: "
+                           "pip install -e '.[vllm]' on the GPU nodes") from None
+    tokenizer = ensure_chat_template(AutoTokenizer.from_pretrained(model_dir))
+    prompts = [prompt_text(tokenizer, it["instruction"], it.get("input", "")) for it in items]
+    llm = LLM(model=str(model_dir), tokenizer=str(model_dir), seed=cfg.seed)
+    params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_new_tokens,
+                            seed=cfg.seed)
+    # vLLM schedules its own continuous batches and returns outputs in prompt order.
+    outputs = llm.generate(prompts, params)
+    return [{"answer": o.outputs[0].text.strip(),
+             "finish_reason": "length" if o.outputs[0].finish_reason == "length" else "stop"} for o in outputs]
 
 
 def answer_records(model_dir, items: list[dict], cfg: GenerateConfig, model: str) -> list[dict]:
