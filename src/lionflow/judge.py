@@ -23,7 +23,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from .artifacts import read_jsonl, write_jsonl
+from .artifacts import iter_jsonl, read_jsonl, write_jsonl
 from .discrimination import score_pairs
 from .llm import LLM
 from .oracle.tasks import BY_NAME, problem_key, sample_problem
@@ -34,12 +34,12 @@ ORDERS = {"reference": "reference_first", "student": "student_first"}  # `first`
 
 def load_questions(path, limit: int | None = None) -> list[dict]:
     """The evaluation questions (schema `eval_question`), the first `limit` of them if given."""
-    questions = read_jsonl(path, "eval_question")
-    seen: set[str] = set()
-    for lineno, q in enumerate(questions, 1):
+    questions, seen = [], set()
+    for lineno, q in iter_jsonl(path, "eval_question", numbered=True):  # the file's line numbers
         if q["id"] in seen:
             raise ValueError(f"{path}:{lineno}: field 'id': duplicate question id {q['id']!r}")
         seen.add(q["id"])
+        questions.append(q)
     return [{"id": q["id"], "category": q["category"], "instruction": q["instruction"], "input": q.get("input") or ""}
             for q in questions[:limit]]
 
