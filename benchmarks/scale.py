@@ -4,15 +4,17 @@
    (benchmarks/dedup_speed.py's corpus), and brute force with the rouge_score package, which
    is TIMED ON A SAMPLE of candidates and EXTRAPOLATED to all of them (hours otherwise).
 2. generation: the tiny student (build_tiny_student defaults, greedy, untrained so every
-   answer runs to max_new_tokens) answers the same prompts one at a time and batched,
-   side by side in this run; throughput in answers/s.
+   answer runs to max_new_tokens) answers prompts batched (all of them, length-sorted batches)
+   and one at a time (a random sample of the same prompts), side by side in this run, in each
+   dtype; throughput in answers/s. The speed-up is given against batch 1 in the same dtype and
+   against the fastest batch-1 configuration (any dtype).
 3. pool stages: time and peak RSS of init pools, update pools (+6,000 new), the hard/easy
    split, and a whole-list artifact read + write, on synthetic pools of the oracle's task
    families; each measured in its own subprocess, so its peak RSS is its own.
 4. snakemake -n: a throwaway copy of the working tree with `iterations=10`, every output
    created as a placeholder and marked done with `snakemake --touch`; median of 3 dry runs.
 
-Usage: python benchmarks/scale.py [--sizes 70000,700000] [--brute-sample 3] [--gen-prompts 128]
+Usage: python benchmarks/scale.py [--sizes 70000,700000] [--brute-sample 3] [--gen-prompts 1024]
 The last line printed is one JSON object with every figure (`dedup_s` among them).
 """
 
@@ -84,7 +86,8 @@ def bench_dedup(n_pool: int, n_cands: int, brute_sample: int) -> dict:
 
 # ---------------------------------------------------------------- 2. generation
 
-def bench_generation(n_prompts: int, new_tokens: list[int], batch_sizes: list[int], threads: int) -> dict:
+def bench_generation(n_prompts: int, n_single: int, new_tokens: list[int], batch_sizes: list[int],
+                     dtypes: list[str], threads: int) -> dict:
     import torch
 
     from lionflow.oracle.datasets import make_synthetic_pool
@@ -93,30 +96,41 @@ def bench_generation(n_prompts: int, new_tokens: list[int], batch_sizes: list[in
 
     torch.set_num_threads(threads)
     items = list(make_synthetic_pool(n_prompts, seed=3))
+    sample = sorted(random.Random(0).sample(range(n_prompts), n_single))  # the one-at-a-time prompts
     rows, figures = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_tiny_student(Path(tmp) / "tiny")
-        generate_answers(model_dir, items[:4], GenerateConfig(max_new_tokens=4, temperature=0.0))  # warm-up
         for max_new in new_tokens:
-            runs = {}
-            for bs in [1] + batch_sizes:
-                cfg = GenerateConfig(max_new_tokens=max_new, temperature=0.0, batch_size=bs)
+            cfg = lambda bs, dtype: GenerateConfig(max_new_tokens=max_new, temperature=0.0, batch_size=bs, dtype=dtype)
+            single, one = {}, {}
+            for dtype in dtypes:  # batch 1 first, so that every batched figure can be set against the fastest
+                generate_answers(model_dir, items[:4], cfg(4, dtype))  # warm-up
                 t0 = time.perf_counter()
-                runs[bs] = generate_answers(model_dir, items, cfg)
-                runs[bs] = (time.perf_counter() - t0, runs[bs])
-            one_s, one = runs[1]
-            for bs, (secs, answers) in runs.items():
-                same = sum(a == b for a, b in zip(answers, one))
-                full = sum(a["finish_reason"] == "length" for a in answers)
-                rows.append([max_new, bs, f"{secs:.2f}", f"{n_prompts / secs:.1f}", f"{one_s / secs:.1f}x",
-                             f"{same}/{n_prompts}", f"{full}/{n_prompts}"])
-                figures[f"new{max_new}_bs{bs}"] = {"answers_per_s": round(n_prompts / secs, 2),
-                                                   "speedup": round(one_s / secs, 2)}
-    table(f"student generation: tiny student, the same {n_prompts} prompts, greedy, {threads} torch thread(s)",
-          ["max_new_tokens", "batch", "seconds", "answers/s", "vs batch 1", "same answer as batch 1",
-           "ran to max_new_tokens"], rows)
-    best = max(figures.items(), key=lambda kv: kv[1]["speedup"])
-    return {"generation": figures, "generation_best_speedup": best[1]["speedup"], "generation_best": best[0],
+                one[dtype] = generate_answers(model_dir, [items[i] for i in sample], cfg(1, dtype))
+                single[dtype] = n_single / (time.perf_counter() - t0)
+                figures[f"new{max_new}_{dtype}_bs1"] = {"answers_per_s": round(single[dtype], 2)}
+                rows.append([max_new, dtype, 1, f"{single[dtype]:.1f}", "1.0x", "", f"{n_single} sampled prompts"])
+            for dtype in dtypes:
+                for bs in batch_sizes:
+                    t0 = time.perf_counter()
+                    answers = generate_answers(model_dir, items, cfg(bs, dtype))
+                    rate = n_prompts / (time.perf_counter() - t0)
+                    same = sum(answers[i] == a for i, a in zip(sample, one[dtype]))
+                    vs_best = rate / max(single.values())
+                    figures[f"new{max_new}_{dtype}_bs{bs}"] = {
+                        "answers_per_s": round(rate, 2), "speedup_same_settings": round(rate / single[dtype], 2),
+                        "speedup_vs_fastest_one_at_a_time": round(vs_best, 2), "same_answer_as_bs1": same}
+                    rows.append([max_new, dtype, bs, f"{rate:.1f}", f"{rate / single[dtype]:.1f}x",
+                                 f"{vs_best:.1f}x", f"{same}/{n_single} same answers as batch 1"])
+    table(f"student generation: tiny student, {n_prompts} prompts (batch 1: {n_single} of them), greedy, untrained "
+          f"(every answer runs to max_new_tokens), {threads} torch thread(s)",
+          ["max_new_tokens", "dtype", "batch", "answers/s", "vs batch 1, same dtype",
+           "vs fastest batch 1", "note"], rows)
+    batched = {k: v for k, v in figures.items() if "speedup_same_settings" in v}
+    best = max(batched, key=lambda k: batched[k]["answers_per_s"])
+    return {"generation": figures, "generation_fastest": best,
+            "generation_speedup_same_settings": batched[best]["speedup_same_settings"],
+            "generation_speedup_vs_fastest_one_at_a_time": batched[best]["speedup_vs_fastest_one_at_a_time"],
             "generation_prompts": n_prompts, "generation_threads": threads}
 
 
@@ -158,26 +172,26 @@ STAGES = {  # name -> what the stage's rule script does
     "init pools": "write_seed_pools (init_pools rule)",
     "update pools": "write_next_pools, mode all (update_pools rule)",
     "split hard/easy": "write_split_hard_easy (split_hard_easy rule)",
-    "artifact read+write (list)": "read_jsonl + write_jsonl of the cache pool, in memory",
+    "artifact read+write (frame)": "read_frame + write_frame of the cache pool (schema checks both ways)",
 }
 
 
 def run_stage(stage: str, d: Path) -> None:
     """One stage, in this (fresh) process; prints seconds and peak RSS as JSON."""
-    from lionflow.artifacts import read_jsonl, write_jsonl
     from lionflow.discrimination import write_split_hard_easy
+    from lionflow.frames import read_frame, write_frame
     from lionflow.pools import write_next_pools, write_seed_pools
 
     t0 = time.perf_counter()
     if stage == "init pools":
         write_seed_pools(d / "seeds.jsonl", d / "out_train.jsonl", d / "out_cache.jsonl")
     elif stage == "update pools":
-        write_next_pools(d / "cache1.jsonl", read_jsonl(d / "new.jsonl", "instruction"), "all",
+        write_next_pools(d / "cache1.jsonl", [d / "new.jsonl"], "all",
                          d / "out_train.jsonl", d / "out_cache.jsonl")
     elif stage == "split hard/easy":
         write_split_hard_easy(d / "scores.jsonl", 1.0, d / "out_hard.jsonl", d / "out_easy.jsonl")
-    elif stage == "artifact read+write (list)":
-        write_jsonl(d / "out_cache.jsonl", read_jsonl(d / "cache1.jsonl", "instruction"), "instruction")
+    elif stage == "artifact read+write (frame)":
+        write_frame(read_frame(d / "cache1.jsonl", "instruction"), d / "out_cache.jsonl", "instruction")
     elif stage != "imports only":
         raise ValueError(stage)
     secs = time.perf_counter() - t0
@@ -252,9 +266,11 @@ def main() -> None:
     ap.add_argument("--pool", type=int, default=70000)
     ap.add_argument("--cands", type=int, default=6000)
     ap.add_argument("--brute-sample", type=int, default=3, help="candidates timed with rouge_score brute force")
-    ap.add_argument("--gen-prompts", type=int, default=128)
+    ap.add_argument("--gen-prompts", type=int, default=1024, help="prompts answered batched (sorted by length)")
+    ap.add_argument("--gen-single", type=int, default=32, help="of them, answered one at a time")
     ap.add_argument("--gen-new-tokens", default="32,128")
-    ap.add_argument("--gen-batch-sizes", default="32,128")
+    ap.add_argument("--gen-batch-sizes", default="64,128,256")
+    ap.add_argument("--gen-dtypes", default="float32,bfloat16")
     ap.add_argument("--gen-threads", type=int, default=os.cpu_count())
     ap.add_argument("--sizes", default="70000,700000", help="pool sizes of the pool-stage figures")
     ap.add_argument("--iterations", type=int, default=10)
@@ -266,8 +282,8 @@ def main() -> None:
     ints = lambda s: [int(x) for x in s.split(",")]
     figures = {}
     figures |= bench_dedup(args.pool, args.cands, args.brute_sample)
-    figures |= bench_generation(args.gen_prompts, ints(args.gen_new_tokens), ints(args.gen_batch_sizes),
-                                args.gen_threads)
+    figures |= bench_generation(args.gen_prompts, args.gen_single, ints(args.gen_new_tokens),
+                                ints(args.gen_batch_sizes), args.gen_dtypes.split(","), args.gen_threads)
     figures |= bench_pools(ints(args.sizes))
     figures |= bench_snakemake_noop(args.iterations)
     print(json.dumps(figures))

@@ -1,3 +1,4 @@
+import polars as pl
 import pytest
 
 from lionflow.discrimination import check_failure_rate, parse_scores, score_pairs, split_hard_easy
@@ -43,7 +44,7 @@ def test_both_orders_cancel_position_bias_with_the_oracle(oracle_llm):
     # ...the mean over both orders is not.
     assert same["gap"] == 0 and not same["failed"]
     assert wrong["gap"] >= 1 and wrong["teacher_score"] > wrong["student_score"]
-    hard, easy = split_hard_easy(records, threshold=1.0)
+    hard, easy = (f.collect().to_dicts() for f in split_hard_easy(pl.DataFrame(records), threshold=1.0))
     assert [r["id"] for r in hard] == ["q1"] and [r["id"] for r in easy] == ["q0"]
     assert hard[0]["input"] == "5, 3, 9"  # the input is carried through
 
@@ -68,7 +69,7 @@ def test_unparseable_replies_are_retried_then_counted_as_failures():
     assert record["failed"] and record["gap"] is None and record["teacher_score"] is None
     assert record["orders"][1]["attempts"] == 2 and "unparseable" in record["orders"][1]["error"]
     assert referee.seen == [{}, {}, {"seed": 1}]  # the retry is a new request, not a cache hit
-    assert split_hard_easy([record], 1.0) == ([], [])
+    assert [f.collect().height for f in split_hard_easy(pl.DataFrame([record]), 1.0)] == [0, 0]
     with pytest.raises(RuntimeError, match="referee failed on 1 of 1 pairs"):
         check_failure_rate([record], max_rate=0.5)
 
@@ -77,11 +78,19 @@ def test_unparseable_replies_are_retried_then_counted_as_failures():
     assert not record["failed"] and record["teacher_score"] == 8.5 and record["student_score"] == 4.5
 
 
+def test_answers_must_pair_one_to_one():
+    teacher, student = _answers([("A b c d.", "", "x", "y"), ("E f g h.", "", "x", "y")])
+    referee = ScriptedReferee([])
+    for t, s in ((teacher, student[:1]), (teacher, student + student[:1]), (teacher[:1] * 2, student[:1])):
+        with pytest.raises(ValueError, match="cover different instructions"):
+            score_pairs(referee, PromptTemplate.load(PROMPTS / "referee.yaml"), t, s, parse_retries=0)
+
+
 def test_split_threshold_is_inclusive():
     rec = lambda i, t, s: {"id": i, "instruction": "x y z w", "input": "", "teacher_score": t, "student_score": s,
                            "gap": t - s, "failed": False, "orders": []}
-    hard, easy = split_hard_easy([rec("a", 9, 8), rec("b", 9, 8.5), rec("c", 5, 9)], threshold=1.0)
-    assert [r["id"] for r in hard] == ["a"] and [r["id"] for r in easy] == ["b", "c"]
+    hard, easy = split_hard_easy(pl.DataFrame([rec("a", 9, 8), rec("b", 9, 8.5), rec("c", 5, 9)]), threshold=1.0)
+    assert hard.collect()["id"].to_list() == ["a"] and easy.collect()["id"].to_list() == ["b", "c"]
 
 
 def test_streaming_split_matches_split_hard_easy(tmp_path):
@@ -94,7 +103,7 @@ def test_streaming_split_matches_split_hard_easy(tmp_path):
                for i, (t, s) in enumerate([(9, 8), (9, 8.5), (5, 9), (None, None)])]  # the last: a referee failure
     write_jsonl(tmp_path / "scores.jsonl", records, "referee_score")
     counts = write_split_hard_easy(tmp_path / "scores.jsonl", 1.0, tmp_path / "hard.jsonl", tmp_path / "easy.jsonl")
-    hard, easy = split_hard_easy(records, 1.0)
     assert counts == (1, 2, 1)
-    assert read_jsonl(tmp_path / "hard.jsonl", "scored_instruction") == hard
-    assert read_jsonl(tmp_path / "easy.jsonl", "scored_instruction") == easy
+    keep = ("id", "instruction", "input", "teacher_score", "student_score", "gap")
+    assert read_jsonl(tmp_path / "hard.jsonl", "scored_instruction") == [{k: records[0][k] for k in keep}]
+    assert read_jsonl(tmp_path / "easy.jsonl", "scored_instruction") == [{k: r[k] for k in keep} for r in records[1:3]]

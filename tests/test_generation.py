@@ -1,3 +1,4 @@
+import polars as pl
 import pytest
 
 from lionflow.generation import Filters, generate_instructions, reject_reason
@@ -24,18 +25,18 @@ def test_cheap_filters(text, finish, reason):
 
 
 def _examples(*instructions):
-    return [{"id": f"h{i}", "instruction": t, "input": "", "teacher_score": 9.5, "student_score": 1.5, "gap": 8.0}
-            for i, t in enumerate(instructions)]
+    return pl.DataFrame([{"id": f"h{i}", "instruction": t, "input": "", "teacher_score": 9.5, "student_score": 1.5,
+                          "gap": 8.0} for i, t in enumerate(instructions)])
 
 
 def test_hard_generation_with_the_oracle_keeps_the_family(oracle_llm):
     template = PromptTemplate.load(PROMPTS / "generator_hard.yaml")
     examples = _examples("What is 23 + 72?", "Sort these numbers in ascending order: 5, 3, 9.")
-    pool = [e["instruction"] for e in examples]
+    pool = examples["instruction"].to_list()
     kept, rejected = generate_instructions(oracle_llm("generator"), template, examples, origin="hard", count=6,
                                            iteration=1, pool=pool, filters=FILTERS, seed=0)
     assert len(kept) == 6
-    by_id = {e["id"]: e for e in examples}
+    by_id = {e["id"]: e for e in examples.to_dicts()}
     for k in kept:
         parent = parse_problem(by_id[k["parent_id"]]["instruction"])
         child = parse_problem(k["instruction"])
@@ -70,6 +71,6 @@ def test_near_duplicates_are_rejected_with_their_reason_and_rounds_stop():
 
 
 def test_no_examples_means_no_requests():
-    kept, rejected = generate_instructions(None, None, [], origin="hard", count=5, iteration=1, pool=[],
+    kept, rejected = generate_instructions(None, None, _examples(), origin="hard", count=5, iteration=1, pool=[],
                                            filters=FILTERS, seed=0)
     assert kept == [] and rejected == []

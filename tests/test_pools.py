@@ -3,7 +3,7 @@ import json
 import pytest
 
 from lionflow.artifacts import ArtifactError
-from lionflow.pools import load_seed_pool, next_pools
+from lionflow.pools import load_seed_pool
 
 
 def _write(path, rows):
@@ -26,37 +26,53 @@ def test_seed_pool_keeps_input_and_rejects_duplicates(tmp_path):
         load_seed_pool(_write(tmp_path / "s3.jsonl", [{"instruction": "A b c d."}]))
 
 
-def test_pool_update_as_in_the_paper():
-    cache = [{"id": "s1"}, {"id": "s2"}]
-    new = [{"id": "n1"}, {"id": "n2"}]
-    train, next_cache = next_pools(cache, new, "new")
-    assert train == new and next_cache == cache + new
-    train, next_cache = next_pools(cache, new, "all")
-    assert train == next_cache == cache + new
-    with pytest.raises(ValueError, match="already in the cache pool"):
-        next_pools(cache, [{"id": "s1"}], "new")
+def _pool(ids, origin="seed", iteration=0):
+    return [{"id": i, "instruction": f"Task {i} please.", "input": "", "origin": origin, "iteration": iteration,
+             "parent_id": None if origin == "seed" else "s0", "max_similarity": None if origin == "seed" else 0.5}
+            for i in ids]
 
 
-def test_streaming_pool_stages_match_the_in_memory_rules(tmp_path):
+def test_pool_update_as_in_the_paper(tmp_path):
     from lionflow.artifacts import read_jsonl, write_jsonl
-    from lionflow.pools import write_next_pools, write_seed_pools
+    from lionflow.pools import write_next_pools
+
+    cache, new_hard, new_easy = _pool(["s0", "s1"]), _pool(["h1"], "hard", 1), _pool(["e1", "e2"], "easy", 1)
+    write_jsonl(tmp_path / "cache1.jsonl", cache, "instruction")
+    write_jsonl(tmp_path / "hard.jsonl", new_hard, "instruction")
+    write_jsonl(tmp_path / "easy.jsonl", new_easy, "instruction")
+    new_paths = [tmp_path / "hard.jsonl", tmp_path / "easy.jsonl"]
+    for mode, train in (("new", new_hard + new_easy), ("all", cache + new_hard + new_easy)):
+        counts = write_next_pools(tmp_path / "cache1.jsonl", new_paths, mode, tmp_path / "train2.jsonl",
+                                  tmp_path / "cache2.jsonl")
+        assert counts == (len(train), 5)
+        assert read_jsonl(tmp_path / "train2.jsonl", "instruction") == train
+        assert read_jsonl(tmp_path / "cache2.jsonl", "instruction") == cache + new_hard + new_easy
+    write_jsonl(tmp_path / "clash.jsonl", _pool(["s1"], "hard", 1), "instruction")
+    with pytest.raises(ValueError, match="already in the cache pool: \\['s1'\\]"):
+        write_next_pools(tmp_path / "cache1.jsonl", [tmp_path / "clash.jsonl"], "new", tmp_path / "t.jsonl",
+                         tmp_path / "c.jsonl")
+    with pytest.raises(ValueError, match="already in the cache pool: \\['h1'\\]"):  # twice among the new ones
+        write_next_pools(tmp_path / "cache1.jsonl", [tmp_path / "hard.jsonl"] * 2, "new", tmp_path / "t.jsonl",
+                         tmp_path / "c.jsonl")
+    with pytest.raises(ValueError, match="must be 'new' or 'all'"):
+        write_next_pools(tmp_path / "cache1.jsonl", new_paths, "some", tmp_path / "t.jsonl", tmp_path / "c.jsonl")
+    assert not (tmp_path / "t.jsonl").exists() and not (tmp_path / "c.jsonl").exists()
+
+
+def test_seed_pools_file_to_file(tmp_path):
+    from lionflow.artifacts import read_jsonl, write_jsonl
+    from lionflow.pools import write_seed_pools
 
     seeds = _write(tmp_path / "seeds.jsonl", [{"id": f"s{i}", "instruction": f"Task {i}.", "input": None}
                                                for i in range(4)])
     assert write_seed_pools(seeds, tmp_path / "train1.jsonl", tmp_path / "cache1.jsonl") == 4
     cache = read_jsonl(tmp_path / "cache1.jsonl", "instruction")
     assert cache == read_jsonl(tmp_path / "train1.jsonl", "instruction") == load_seed_pool(seeds)
-    new = [{**cache[0], "id": f"n{i}", "origin": "hard", "iteration": 1, "parent_id": "s0", "max_similarity": 0.5}
-           for i in range(2)]
-    for mode in ("new", "all"):
-        counts = write_next_pools(tmp_path / "cache1.jsonl", new, mode, tmp_path / "train2.jsonl", tmp_path / "cache2.jsonl")
-        train, next_cache = next_pools(cache, new, mode)
-        assert counts == (len(train), len(next_cache))
-        assert read_jsonl(tmp_path / "train2.jsonl", "instruction") == train
-        assert read_jsonl(tmp_path / "cache2.jsonl", "instruction") == next_cache
-    with pytest.raises(ValueError, match="already in the cache pool: \\['s1'\\]"):
-        write_next_pools(tmp_path / "cache1.jsonl", [{**new[0], "id": "s1"}], "new", tmp_path / "t.jsonl", tmp_path / "c.jsonl")
     with pytest.raises(ArtifactError, match=r"empty.jsonl: no seed instructions"):
         write_seed_pools(_write(tmp_path / "empty.jsonl", []), tmp_path / "t.jsonl", tmp_path / "c.jsonl")
+    dup = tmp_path / "dup.jsonl"
+    dup.write_text('{"id": "1", "instruction": "A b c d."}\n{"id": "1", "instruction": "E f g h."}\n')
+    with pytest.raises(ArtifactError, match=r"dup.jsonl:2: field 'id': duplicate id"):
+        write_seed_pools(dup, tmp_path / "t.jsonl", tmp_path / "c.jsonl")
     assert not (tmp_path / "t.jsonl").exists() and not (tmp_path / "c.jsonl").exists()
     write_jsonl(tmp_path / "unused.jsonl", [], "instruction")  # an empty pool file is valid

@@ -129,7 +129,7 @@ def test_vllm_backend_adapter(tiny, monkeypatch):
     tok = AutoTokenizer.from_pretrained(tiny)
     assert seen["prompts"] == [prompt_text(tok, it["instruction"], it["input"]) for it in items]
     assert seen["params"] == {"temperature": 0.7, "top_p": 0.9, "max_tokens": 7, "seed": 4}
-    assert seen["llm"]["seed"] == 4
+    assert seen["llm"]["seed"] == 4 and seen["llm"]["dtype"] == "auto"
     assert answers == [{"answer": "answer 0", "finish_reason": "stop"}, {"answer": "answer 1", "finish_reason": "length"}]
     with pytest.raises(ValueError, match="backend must be"):
         generate_answers(tiny, items, GenerateConfig(backend="tgi"))

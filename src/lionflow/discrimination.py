@@ -13,7 +13,9 @@ import logging
 import re
 import statistics
 
-from .artifacts import JsonlWriter, iter_jsonl
+import polars as pl
+
+from .frames import polars_schema, scan_frame, write_frame
 from .llm import LLM, LLMFailure
 from .prompts import PromptTemplate
 
@@ -40,28 +42,38 @@ def parse_scores(reply: str) -> tuple[float, float]:
     return found["1"], found["2"]
 
 
+def pair_answers(teacher: list[dict], student: list[dict]) -> list[dict]:
+    """The teacher's and the student's answers to each instruction side by side, in the teacher's order
+    (rows: id, instruction, input, answer, answer_student). Both must cover the same ids, once each."""
+    answers = lambda records, cols: pl.DataFrame([{c: r[c] for c in cols} for r in records],
+                                                 schema={c: pl.String for c in cols})
+    t = answers(teacher, ("id", "instruction", "input", "answer"))
+    s = answers(student, ("id", "answer"))
+    uncovered = pl.concat([t.join(s, on="id", how="anti")["id"], s.join(t, on="id", how="anti")["id"]])
+    repeated = pl.concat([t["id"].filter(t["id"].is_duplicated()), s["id"].filter(s["id"].is_duplicated())])
+    if len(uncovered) or len(repeated):
+        raise ValueError(f"teacher and student answers cover different instructions (e.g. "
+                         f"{(uncovered.to_list() + repeated.to_list())[:3]})")
+    return t.join(s, on="id", how="left", suffix="_student", maintain_order="left").to_dicts()
+
+
 def score_pairs(referee: LLM, template: PromptTemplate, teacher: list[dict], student: list[dict],
                 parse_retries: int) -> list[dict]:
-    """Referee-score records (schema `referee_score`), one per instruction, in pool order."""
-    student_by_id = {s["id"]: s for s in student}
-    missing = [t["id"] for t in teacher if t["id"] not in student_by_id]
-    if missing or len(student) != len(teacher):
-        raise ValueError(f"teacher and student answers cover different instructions (e.g. {missing[:3]})")
-
+    """Referee-score records (schema `referee_score`), one per instruction, in the teacher's order."""
+    pairs = pair_answers(teacher, student)
     verdicts: dict[tuple[str, str], dict] = {}
-    pending = [(t, first) for t in teacher for first in ORDERS]
+    pending = [(p, first) for p in pairs for first in ORDERS]
     for attempt in range(1 + parse_retries):
         if not pending:
             break
         requests = []
-        for t, first in pending:
-            s = student_by_id[t["id"]]
-            a1, a2 = (t["answer"], s["answer"]) if first == "teacher" else (s["answer"], t["answer"])
-            messages = template.messages(instruction=t["instruction"], input=t["input"], answer_1=a1, answer_2=a2)
+        for p, first in pending:
+            a1, a2 = (p["answer"], p["answer_student"]) if first == "teacher" else (p["answer_student"], p["answer"])
+            messages = template.messages(instruction=p["instruction"], input=p["input"], answer_1=a1, answer_2=a2)
             requests.append((messages, {"seed": attempt} if attempt else {}))
         replies = referee.complete(requests, desc=f"referee (attempt {attempt + 1})")
         still_pending = []
-        for (t, first), reply in zip(pending, replies):
+        for (p, first), reply in zip(pending, replies):
             verdict = {"first": first, "raw": None, "attempts": attempt + 1,
                        "teacher_score": None, "student_score": None, "error": None}
             if isinstance(reply, LLMFailure):
@@ -73,17 +85,17 @@ def score_pairs(referee: LLM, template: PromptTemplate, teacher: list[dict], stu
                     verdict["teacher_score"], verdict["student_score"] = (s1, s2) if first == "teacher" else (s2, s1)
                 except ValueError as e:
                     verdict["error"] = f"unparseable reply: {e}"
-                    still_pending.append((t, first))
-            verdicts[t["id"], first] = verdict
+                    still_pending.append((p, first))
+            verdicts[p["id"], first] = verdict
         pending = still_pending
 
     records = []
-    for t in teacher:
-        orders = [verdicts[t["id"], first] for first in ORDERS]
+    for p in pairs:
+        orders = [verdicts[p["id"], first] for first in ORDERS]
         failed = any(o["teacher_score"] is None for o in orders)
         ts = None if failed else statistics.fmean(o["teacher_score"] for o in orders)
         ss = None if failed else statistics.fmean(o["student_score"] for o in orders)
-        records.append({"id": t["id"], "instruction": t["instruction"], "input": t["input"], "orders": orders,
+        records.append({"id": p["id"], "instruction": p["instruction"], "input": p["input"], "orders": orders,
                         "teacher_score": ts, "student_score": ss, "gap": None if failed else ts - ss,
                         "failed": failed})
     return records
@@ -101,15 +113,12 @@ def check_failure_rate(records: list[dict], max_rate: float) -> int:
     return len(failed)
 
 
-def split_hard_easy(records: list[dict], threshold: float) -> tuple[list[dict], list[dict]]:
-    """hard: teacher - student >= threshold; easy: the rest (the student may win). Failures excluded."""
-    hard, easy = [], []
-    for r in records:
-        if r["failed"]:
-            continue
-        item = {k: r[k] for k in ("id", "instruction", "input", "teacher_score", "student_score", "gap")}
-        (hard if r["gap"] >= threshold else easy).append(item)
-    return hard, easy
+def split_hard_easy(scores: pl.LazyFrame | pl.DataFrame, threshold: float) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """hard: teacher - student >= threshold; easy: the rest (the student may win). Failures excluded.
+
+    Lazy frames of schema `scored_instruction`, in pool order."""
+    scored = scores.lazy().filter(~pl.col("failed")).select(polars_schema("scored_instruction").names())
+    return scored.filter(pl.col("gap") >= threshold), scored.filter(pl.col("gap") < threshold)
 
 
 def write_split_hard_easy(scores_path, threshold: float, hard_path, easy_path) -> tuple[int, int, int]:
@@ -117,10 +126,7 @@ def write_split_hard_easy(scores_path, threshold: float, hard_path, easy_path) -
 
     Returns the counts (hard, easy, excluded as referee failures).
     """
-    total = 0
-    with JsonlWriter(hard_path, "scored_instruction") as hard, JsonlWriter(easy_path, "scored_instruction") as easy:
-        for total, record in enumerate(iter_jsonl(scores_path, "referee_score"), 1):
-            for out, items in zip((hard, easy), split_hard_easy([record], threshold)):
-                for item in items:
-                    out.write(item)
-    return hard.count, easy.count, total - hard.count - easy.count
+    scores = scan_frame(scores_path, "referee_score")
+    hard, easy = split_hard_easy(scores, threshold)
+    n_hard, n_easy = write_frame(hard, hard_path, "scored_instruction"), write_frame(easy, easy_path, "scored_instruction")
+    return n_hard, n_easy, scores.select(pl.len()).collect().item() - n_hard - n_easy

@@ -1,6 +1,7 @@
 """Generation: new hard instructions modelled on hard ones, new easy ones on easy ones, filtered.
 
-Each request shows the generator one example drawn at random (seeded) and carries its own
+Each request shows the generator one example drawn at random (seeded polars sampling, with
+replacement) and carries its own
 `seed`, so two requests built on the same example are distinct requests (and distinct cache
 entries). Replies go through the paper's filters - cut off by the length limit, 3 words or
 fewer, starting with punctuation, leaking the template's own words, ROUGE-L F > threshold
@@ -11,8 +12,10 @@ reason. Rounds repeat until the requested count is kept or `max_rounds` is reach
 from __future__ import annotations
 
 import logging
-import random
+import zlib
 from dataclasses import dataclass
+
+import polars as pl
 
 from .dedup import filter_near_duplicates
 from .llm import LLM, LLMFailure
@@ -45,8 +48,8 @@ def reject_reason(text: str, finish_reason: str, filters: Filters) -> str | None
 STRATEGIES = ("adversarial", "uniform")
 
 
-def parent_examples(strategy: str, origin: str, *, hard: list[dict], easy: list[dict],
-                    cache_pool: list[dict]) -> list[dict]:
+def parent_examples(strategy: str, origin: str, *, hard: pl.DataFrame, easy: pl.DataFrame,
+                    cache_pool: pl.DataFrame) -> pl.DataFrame:
     """The examples new `origin` instructions are modelled on.
 
     adversarial (the paper): the referee's hard instructions for new hard ones, easy for easy.
@@ -61,26 +64,28 @@ def parent_examples(strategy: str, origin: str, *, hard: list[dict], easy: list[
     raise ValueError(f"generation.strategy={strategy!r}: expected one of {', '.join(STRATEGIES)}")
 
 
-def generate_instructions(generator: LLM, template: PromptTemplate, examples: list[dict], *, origin: str,
+def generate_instructions(generator: LLM, template: PromptTemplate, examples: pl.DataFrame, *, origin: str,
                           count: int, iteration: int, pool: list[str], filters: Filters, seed: int,
                           max_rounds: int = 3) -> tuple[list[dict], list[dict]]:
     """Returns (kept instructions, schema `instruction`; rejected, schema `rejected_instruction`).
 
+    `examples`: a frame with id, instruction, input (hard/easy split or cache pool).
     `pool` holds the texts to deduplicate against (the cache pool, plus instructions kept by
     an earlier call in the same iteration); kept ones are appended to it.
     """
     kept: list[dict] = []
     rejected: list[dict] = []
-    if not examples or count == 0:
+    if examples.is_empty() or count == 0:
         log.warning("no %s examples: no new %s instructions this iteration", origin, origin)
         return kept, rejected
-    rng = random.Random(f"{seed}-{iteration}-{origin}")
     request_index = 0
     for round_ in range(max_rounds):
         missing = count - len(kept)
         if missing <= 0:
             break
-        parents = [rng.choice(examples) for _ in range(missing)]
+        draw_seed = zlib.crc32(f"{seed}-{iteration}-{origin}-{round_}".encode())
+        parents = examples.select("id", "instruction", "input") \
+            .sample(missing, with_replacement=True, seed=draw_seed).to_dicts()
         requests = []
         for parent in parents:
             messages = template.messages(instruction=parent["instruction"], input=parent["input"])

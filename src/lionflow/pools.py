@@ -1,8 +1,8 @@
 """The train and cache pools: the seed pool of iteration 1, and the update between iterations.
 
-The pools grow to the paper's 70K instructions and beyond, so the file-to-file stages
-(`write_seed_pools`, `write_next_pools`) stream records through; only the new instructions
-(thousands per iteration) and the ids are held in memory.
+The pools grow to the paper's 70K instructions and beyond, so both stages are lazy polars
+queries written with `frames.write_frame` (streamed, flat memory); the inputs pass the JSON
+Schema record by record first, so errors name the file, line and field.
 """
 
 from __future__ import annotations
@@ -10,7 +10,12 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
-from .artifacts import ArtifactError, JsonlWriter, iter_jsonl
+import polars as pl
+
+from .artifacts import ArtifactError, iter_jsonl
+from .frames import read_frame, scan_frame, write_frame
+
+POOL_MODES = ("new", "all")
 
 
 def iter_seed_pool(path: str | os.PathLike) -> Iterator[dict]:
@@ -32,45 +37,41 @@ def load_seed_pool(path: str) -> list[dict]:
     return list(iter_seed_pool(path))
 
 
+def seed_pool(seeds_path: str | os.PathLike) -> pl.LazyFrame:
+    """The seed file as a lazy pool frame, after checking every line (schema, unique ids)."""
+    for _ in iter_seed_pool(seeds_path):  # raises file:line:field on a bad or duplicate line
+        pass
+    return pl.scan_ndjson(seeds_path, schema={"id": pl.String, "instruction": pl.String, "input": pl.String}) \
+        .select("id", "instruction", pl.col("input").fill_null(""), origin=pl.lit("seed"), iteration=pl.lit(0),
+                parent_id=pl.lit(None, pl.String), max_similarity=pl.lit(None, pl.Float64))
+
+
 def write_seed_pools(seeds_path, train_path, cache_path) -> int:
-    """Iteration 1: train pool = cache pool = the seed pool, written in one streaming pass."""
-    with JsonlWriter(train_path, "instruction") as train, JsonlWriter(cache_path, "instruction") as cache:
-        for record in iter_seed_pool(seeds_path):
-            train.write(record)
-            cache.write(record)
-    return cache.count
+    """Iteration 1: train pool = cache pool = the seed pool."""
+    pool = seed_pool(seeds_path)
+    write_frame(pool, train_path, "instruction")
+    return write_frame(pool, cache_path, "instruction")
 
 
-def next_pools(cache_pool: list[dict], new: list[dict], mode: str) -> tuple[list[dict], list[dict]]:
+def next_pools(cache_pool: pl.LazyFrame, new: pl.DataFrame, mode: str) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     """Paper: next train pool = the new instructions; next cache pool = cache pool + new.
 
-    mode "all" trains on the whole next cache pool instead.
+    mode "all" trains on the whole next cache pool instead. Ids must stay unique.
     """
-    known = {r["id"] for r in cache_pool}
-    clashes = [r["id"] for r in new if r["id"] in known]
-    if clashes:
-        raise ValueError(f"new instruction ids already in the cache pool: {clashes[:3]}")
-    next_cache = cache_pool + new
-    if mode == "new":
-        return list(new), next_cache
-    if mode == "all":
-        return list(next_cache), next_cache
-    raise ValueError(f"pools.next_train_pool must be 'new' or 'all', not {mode!r}")
-
-
-def write_next_pools(cache_pool_path, new: list[dict], mode: str, train_path, cache_path) -> tuple[int, int]:
-    """`next_pools` file to file, streaming the cache pool. Returns (train size, cache size)."""
-    if mode not in ("new", "all"):
+    if mode not in POOL_MODES:
         raise ValueError(f"pools.next_train_pool must be 'new' or 'all', not {mode!r}")
-    new_ids = {r["id"] for r in new}
-    with JsonlWriter(train_path, "instruction") as train, JsonlWriter(cache_path, "instruction") as cache:
-        for record in iter_jsonl(cache_pool_path, "instruction"):
-            if record["id"] in new_ids:
-                raise ValueError(f"new instruction ids already in the cache pool: [{record['id']!r}]")
-            cache.write(record)
-            if mode == "all":
-                train.write(record)
-        for record in new:
-            cache.write(record)
-            train.write(record)
-    return train.count, cache.count
+    clashes = cache_pool.join(new.lazy(), on="id", how="semi").select("id").head(3).collect()["id"].to_list()
+    clashes += new.filter(pl.col("id").is_duplicated())["id"].unique(maintain_order=True).head(3).to_list()
+    if clashes:
+        raise ValueError(f"new instruction ids already in the cache pool: {clashes}")
+    next_cache = pl.concat([cache_pool, new.lazy()])
+    return (new.lazy() if mode == "new" else next_cache), next_cache
+
+
+def write_next_pools(cache_pool_path, new_paths: list, mode: str, train_path, cache_path) -> tuple[int, int]:
+    """`next_pools` file to file: the cache pool streams, the new instructions (thousands) are read whole.
+
+    Returns (train size, cache size)."""
+    new = pl.concat([read_frame(p, "instruction") for p in new_paths])
+    train, cache = next_pools(scan_frame(cache_pool_path, "instruction"), new, mode)
+    return write_frame(train, train_path, "instruction"), write_frame(cache, cache_path, "instruction")

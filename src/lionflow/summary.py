@@ -4,29 +4,38 @@
 from __future__ import annotations
 
 import re
-import statistics
 from pathlib import Path
 
-from .artifacts import read_json, read_jsonl, write_json
+import polars as pl
+
+from .artifacts import read_json, write_json
+from .frames import scan_frame
+
+POOL_FILES = {  # summary field -> (Snakemake input name, artifact kind); counted rows
+    "train_pool_size": ("train_pools", "instruction"), "cache_pool_size": ("cache_pools", "instruction"),
+    "n_hard": ("hard", "scored_instruction"), "n_easy": ("easy", "scored_instruction"),
+    "new_hard": ("new_hard", "instruction"), "new_easy": ("new_easy", "instruction"),
+}
 
 
-def _mean(values: list[float]) -> float | None:
-    return round(statistics.fmean(values), 4) if values else None
+def score_statistics(scores_path) -> dict:
+    """Mean referee scores over the pairs it could score, and the number it could not (one lazy query)."""
+    scored = pl.col("failed").not_()
+    row = scan_frame(scores_path, "referee_score").select(
+        teacher_score_mean=pl.col("teacher_score").filter(scored).mean().round(4),
+        student_score_mean=pl.col("student_score").filter(scored).mean().round(4),
+        referee_failures=pl.col("failed").sum(),
+    ).collect().row(0, named=True)
+    return {**row, "referee_failures": int(row["referee_failures"] or 0)}
 
 
-def iteration_summary(k: int, *, train_pool, cache_pool, scores, hard, easy, new_hard, new_easy, llm: dict,
-                      evaluation: dict, judge: dict | None = None) -> dict:
-    scored = [s for s in scores if not s["failed"]]
-    return {
-        "iteration": k, "train_pool_size": len(train_pool), "cache_pool_size": len(cache_pool),
-        "n_hard": len(hard), "n_easy": len(easy), "new_hard": len(new_hard), "new_easy": len(new_easy),
-        "teacher_score_mean": _mean([s["teacher_score"] for s in scored]),
-        "student_score_mean": _mean([s["student_score"] for s in scored]),
-        "referee_failures": len(scores) - len(scored),
-        "llm": llm,
-        "eval": evaluation,
-        "judge": judge,
-    }
+def iteration_summary(k: int, inputs, *, llm: dict, evaluation: dict, judge: dict | None = None) -> dict:
+    """Iteration k's row: pool and split sizes, referee scores, LLM statistics, evaluations."""
+    i = k - 1
+    sizes = {field: scan_frame(getattr(inputs, name)[i], kind).select(pl.len()).collect().item()
+             for field, (name, kind) in POOL_FILES.items()}
+    return {"iteration": k, **sizes, **score_statistics(inputs.scores[i]), "llm": llm, "eval": evaluation,
+            "judge": judge}
 
 
 LEDGER_FIELDS = ("requests", "cache_hits", "paid", "failures", "retries", "rate_limited", "prompt_tokens",
@@ -52,14 +61,7 @@ def summarize(inputs, out_path: str, run: str) -> dict:
     iterations = []
     for i in range(len(inputs.train_pools)):
         iterations.append(iteration_summary(
-            i + 1,
-            train_pool=read_jsonl(inputs.train_pools[i], "instruction"),
-            cache_pool=read_jsonl(inputs.cache_pools[i], "instruction"),
-            scores=read_jsonl(inputs.scores[i], "referee_score"),
-            hard=read_jsonl(inputs.hard[i], "scored_instruction"),
-            easy=read_jsonl(inputs.easy[i], "scored_instruction"),
-            new_hard=read_jsonl(inputs.new_hard[i], "instruction"),
-            new_easy=read_jsonl(inputs.new_easy[i], "instruction"),
+            i + 1, inputs,
             llm=stats.get(i + 1, {}),
             evaluation=read_json(inputs.iteration_evals[i], "eval_metrics")["metrics"],
             judge=judges.get(f"iter{i + 1}"),

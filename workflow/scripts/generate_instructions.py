@@ -1,6 +1,7 @@
 """New hard instructions from hard examples, new easy ones from easy examples (or both from random
 cache-pool examples: generation.strategy=uniform), filtered."""
-from lionflow.artifacts import read_jsonl, write_json, write_jsonl
+from lionflow.artifacts import write_json, write_jsonl
+from lionflow.frames import read_frame
 from lionflow.generation import Filters, generate_instructions, parent_examples
 from lionflow.smk import llm_for, setup_logging, template
 
@@ -9,9 +10,9 @@ cfg = snakemake.params.generation
 k = int(snakemake.wildcards.k)
 generator = llm_for(snakemake.params.llm, "generator")
 filters = Filters(min_words=cfg["min_words"], rouge_threshold=cfg["rouge_threshold"], leak_words=tuple(cfg["leak_words"]))
-cache_pool = read_jsonl(snakemake.input.cache_pool, "instruction")
-pool = [r["instruction"] for r in cache_pool]
-split = {origin: read_jsonl(snakemake.input[origin], "scored_instruction") for origin in ("hard", "easy")}
+cache_pool = read_frame(snakemake.input.cache_pool, "instruction")
+pool = cache_pool["instruction"].to_list()
+split = {origin: read_frame(snakemake.input[origin], "scored_instruction") for origin in ("hard", "easy")}
 rejected = []
 for origin in ("hard", "easy"):
     examples = parent_examples(cfg["strategy"], origin, hard=split["hard"], easy=split["easy"], cache_pool=cache_pool)

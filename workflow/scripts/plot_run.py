@@ -1,14 +1,18 @@
 """Per-iteration plots of a run: hard fraction, referee scores, score gaps, evaluations, requests."""
 import re
 
-from lionflow.artifacts import read_json, read_jsonl
+import polars as pl
+
+from lionflow.artifacts import read_json
+from lionflow.frames import scan_frame
 from lionflow.report import (plot_eval_by_checkpoint, plot_hard_fraction, plot_referee_scores, plot_requests_per_stage,
                              plot_score_gaps)
 from lionflow.smk import setup_logging
 
 log = setup_logging(snakemake)
 summary = read_json(snakemake.input.summary, "summary")
-gaps = {int(re.search(r"iter(\d+)", path).group(1)): [r["gap"] for r in read_jsonl(path, "referee_score") if not r["failed"]]
+gaps = {int(re.search(r"iter(\d+)", path).group(1)):
+        scan_frame(path, "referee_score").filter(~pl.col("failed")).select("gap").collect()["gap"].to_list()
         for path in snakemake.input.scores}
 plot_hard_fraction(summary, snakemake.output.hard_fraction)
 plot_referee_scores(summary, snakemake.output.referee_scores)

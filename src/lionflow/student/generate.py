@@ -20,6 +20,7 @@ class GenerateConfig:
     batch_size: int = 16
     seed: int = 0
     backend: str = "hf"  # hf | vllm
+    dtype: str = "auto"  # auto (bfloat16 on GPU, float32 on CPU) | float32 | bfloat16 | float16
 
     @property
     def do_sample(self) -> bool:
@@ -34,10 +35,14 @@ def generate_answers(model_dir, items: list[dict], cfg: GenerateConfig = Generat
     if cfg.backend != "hf":
         raise ValueError(f"student.generate.backend must be 'hf' or 'vllm', not {cfg.backend!r}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    on_gpu = device.startswith("cuda")
     tokenizer = ensure_chat_template(AutoTokenizer.from_pretrained(model_dir))
     tokenizer.padding_side = "left"  # decoder-only: generated tokens must follow the prompt
-    model = AutoModelForCausalLM.from_pretrained(
-        model_dir, dtype=torch.bfloat16 if device.startswith("cuda") else torch.float32).to(device).eval()
+    dtype = ("bfloat16" if on_gpu else "float32") if cfg.dtype == "auto" else cfg.dtype
+    # On CPU, batched decoding with SDPA is slower than eager attention (benchmarks/scale.py: same
+    # speed in float32, 1.8x slower in bfloat16); on GPU SDPA's fused kernels win.
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype),
+                                                 attn_implementation="sdpa" if on_gpu else "eager").to(device).eval()
     eos = tokenizer.eos_token_id
     sampling = dict(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p) if cfg.do_sample \
         else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
@@ -69,7 +74,7 @@ def _generate_vllm(model_dir, items: list[dict], cfg: GenerateConfig) -> list[di
                            "pip install -e '.[vllm]' on the GPU nodes") from None
     tokenizer = ensure_chat_template(AutoTokenizer.from_pretrained(model_dir))
     prompts = [prompt_text(tokenizer, it["instruction"], it.get("input", "")) for it in items]
-    llm = LLM(model=str(model_dir), tokenizer=str(model_dir), seed=cfg.seed)
+    llm = LLM(model=str(model_dir), tokenizer=str(model_dir), seed=cfg.seed, dtype=cfg.dtype)
     params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_new_tokens,
                             seed=cfg.seed)
     # vLLM schedules its own continuous batches and returns outputs in prompt order.

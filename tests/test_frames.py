@@ -1,0 +1,69 @@
+"""Polars frames of artifacts: dtypes from the JSON Schemas, and write checks that decide as jsonschema does."""
+import polars as pl
+import pytest
+
+from lionflow.artifacts import ArtifactError, _validator, read_jsonl, schema, write_jsonl
+from lionflow.frames import _vectorized, polars_schema, read_frame, records_frame, scan_frame, write_frame
+
+from test_artifacts import _example, _mutants
+
+FRAME_KINDS = ["instruction", "scored_instruction", "answer", "rejected_instruction", "referee_score"]
+STRINGS = ["\x1c", "\u00a0", "\u200b", " \t", "é", "a\nb"]  # whitespace that Python's re and Rust's regex judge apart
+
+
+@pytest.mark.parametrize("kind", FRAME_KINDS)
+def test_dtypes_follow_the_json_schema(kind, tmp_path):
+    record = _example(schema(kind))
+    assert list(polars_schema(kind)) == list(schema(kind)["properties"])
+    write_jsonl(tmp_path / "a.jsonl", [record, record], kind)
+    frame = read_frame(tmp_path / "a.jsonl", kind)
+    assert frame.schema == polars_schema(kind) and frame.height == 2
+    assert write_frame(frame, tmp_path / "b.jsonl", kind) == 2
+    assert read_jsonl(tmp_path / "b.jsonl", kind) == read_jsonl(tmp_path / "a.jsonl", kind)
+
+
+@pytest.mark.parametrize("kind", FRAME_KINDS)
+def test_write_frame_decides_as_jsonschema(kind, tmp_path):
+    """Every mutant that fits the frame's dtypes: written iff jsonschema accepts the row it becomes."""
+    base = _example(schema(kind))
+    mutants = list(_mutants(base))
+    for key, spec in schema(kind)["properties"].items():
+        if "string" in str(spec.get("type", "")):
+            mutants += [{**base, key: text} for text in STRINGS]
+    checked = 0
+    for record in mutants:
+        try:
+            frame = pl.DataFrame([record], schema=polars_schema(kind), strict=True)
+        except (TypeError, pl.exceptions.PolarsError):
+            continue  # not representable with these dtypes: a frame can never hold it
+        row = frame.row(0, named=True)
+        path = tmp_path / f"{checked}.jsonl"
+        if _validator(kind).is_valid(row):
+            assert write_frame(frame, path, kind) == 1 and read_jsonl(path, kind) == [row]
+        else:
+            with pytest.raises(ArtifactError, match=rf"{checked}.jsonl:1: field '"):
+                write_frame(frame, path, kind)
+            assert not path.exists()
+        checked += 1
+    assert checked > 20 and _vectorized(kind) == (kind != "referee_score")
+
+
+def test_errors_name_the_line_and_nothing_is_written(tmp_path):
+    rows = [_example(schema("instruction")) | {"id": str(i)} for i in range(5)]
+    rows[3] = rows[3] | {"max_similarity": 1.5}
+    with pytest.raises(ArtifactError, match=r"out.jsonl:4: field 'max_similarity': 1.5 is greater than the maximum"):
+        write_frame(records_frame(rows, "instruction"), tmp_path / "out.jsonl", "instruction")
+    with pytest.raises(ArtifactError, match="missing \\['origin'\\], extra \\['source'\\]"):
+        write_frame(records_frame(rows[:1], "instruction").rename({"origin": "source"}), tmp_path / "out.jsonl",
+                    "instruction")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_scan_checks_every_record_first(tmp_path):
+    (tmp_path / "pool.jsonl").write_text(
+        "".join(f'{{"id": "{i}", "instruction": "x", "input": "", "origin": "seed", "iteration": 0, '
+                f'"parent_id": null, "max_similarity": null}}\n' for i in range(3))
+        + '{"id": "3", "instruction": "x", "input": "", "origin": "seed", "iteration": "0", '
+          '"parent_id": null, "max_similarity": null}\n')
+    with pytest.raises(ArtifactError, match=r"pool.jsonl:4: field 'iteration': '0' is not of type 'integer'"):
+        scan_frame(tmp_path / "pool.jsonl", "instruction")
