@@ -9,7 +9,7 @@
    sample of the same prompts, `model.generate` per prompt as the paper's code does, with each
    attention kernel), side by side in this run, in each dtype; throughput in answers/s. Each
    speed-up is against the FASTEST batch-1 configuration.
-3. pool stages: time and peak RSS of init pools, update pools (+6,000 new), the hard/easy
+3. pool stages: time, peak RSS and peak anonymous memory of init pools, update pools (+6,000 new), the hard/easy
    split, and a whole-list artifact read + write, on synthetic pools of the oracle's task
    families; each measured in its own subprocess, so its peak RSS is its own.
 4. snakemake -n: a throwaway copy of the working tree with `iterations=10`, every output
@@ -208,12 +208,30 @@ STAGES = {  # name -> what the stage's rule script does
 }
 
 
+def _status_kib(field: str) -> int:
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith(field + ":"))
+
+
 def run_stage(stage: str, d: Path) -> None:
-    """One stage, in this (fresh) process; prints seconds and peak RSS as JSON."""
+    """One stage, in this (fresh) process; prints seconds, peak RSS and peak anonymous memory as JSON.
+
+    Peak RSS counts the pages of input files that polars maps into memory (page cache the kernel
+    can drop); the anonymous peak (sampled every 5 ms) is the memory the stage itself holds.
+    """
+    import threading
+
     from lionflow.discrimination import write_split_hard_easy
     from lionflow.frames import read_frame, write_frame
     from lionflow.pools import write_next_pools, write_seed_pools
 
+    anon_peak = [0]
+
+    def sample_anon() -> None:
+        while True:
+            anon_peak[0] = max(anon_peak[0], _status_kib("RssAnon"))
+            time.sleep(0.005)
+
+    threading.Thread(target=sample_anon, daemon=True).start()
     t0 = time.perf_counter()
     if stage == "init pools":
         write_seed_pools(d / "seeds.jsonl", d / "out_train.jsonl", d / "out_cache.jsonl")
@@ -228,8 +246,8 @@ def run_stage(stage: str, d: Path) -> None:
         raise ValueError(stage)
     secs = time.perf_counter() - t0
     # VmHWM, not getrusage's ru_maxrss: that one keeps the parent's peak across fork + exec.
-    hwm_kib = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-    print(json.dumps({"s": secs, "peak_rss_mib": hwm_kib / 1024}))
+    print(json.dumps({"s": secs, "peak_rss_mib": _status_kib("VmHWM") / 1024,
+                      "peak_anon_mib": max(anon_peak[0], _status_kib("RssAnon")) / 1024}))
 
 
 def bench_pools(sizes: list[int]) -> dict:
@@ -246,12 +264,14 @@ def bench_pools(sizes: list[int]) -> dict:
                 out = subprocess.run([sys.executable, __file__, "--stage", stage, "--dir", str(d)], check=True,
                                      capture_output=True, text=True).stdout.strip().splitlines()[-1]
                 m = json.loads(out)
-                figures[str(n)][stage] = {"s": round(m["s"], 2), "peak_rss_mib": round(m["peak_rss_mib"])}
-                rows.append([f"{n:,}", stage, f"{m['s']:.2f}", f"{m['peak_rss_mib']:.0f}", what])
+                figures[str(n)][stage] = {"s": round(m["s"], 2), "peak_rss_mib": round(m["peak_rss_mib"]),
+                                          "peak_anon_mib": round(m["peak_anon_mib"])}
+                rows.append([f"{n:,}", stage, f"{m['s']:.2f}", f"{m['peak_rss_mib']:.0f}",
+                             f"{m['peak_anon_mib']:.0f}", what])
             print(f"  ({n:,}: inputs made in {prep:.0f} s; cache pool {mib['cache1.jsonl']:.0f} MiB, "
                   f"referee scores {mib['scores.jsonl']:.0f} MiB)")
     table("pool stages (each in its own process; synthetic pools of the oracle's task families)",
-          ["instructions", "stage", "seconds", "peak RSS MiB", "what"], rows)
+          ["instructions", "stage", "seconds", "peak RSS MiB", "peak anon MiB", "what"], rows)
     return {"pool_stages": figures}
 
 

@@ -67,3 +67,13 @@ def test_scan_checks_every_record_first(tmp_path):
           '"parent_id": null, "max_similarity": null}\n')
     with pytest.raises(ArtifactError, match=r"pool.jsonl:4: field 'iteration': '0' is not of type 'integer'"):
         scan_frame(tmp_path / "pool.jsonl", "instruction")
+
+
+def test_record_by_record_kinds_number_lines_across_batches(tmp_path):
+    """Kinds with nested fields are checked in streamed batches; an error still names the file's line."""
+    good = _example(schema("referee_score"))
+    rows = [good | {"id": str(i)} for i in range(10_003)]
+    rows[-1] = rows[-1] | {"orders": rows[-1]["orders"][:1]}  # minItems 2
+    with pytest.raises(ArtifactError, match=r"scores.jsonl:10003: field 'orders'"):
+        write_frame(records_frame(rows, "referee_score"), tmp_path / "scores.jsonl", "referee_score")
+    assert write_frame(records_frame(rows[:-1], "referee_score"), tmp_path / "scores.jsonl", "referee_score") == 10_002

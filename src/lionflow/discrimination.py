@@ -129,4 +129,4 @@ def write_split_hard_easy(scores_path, threshold: float, hard_path, easy_path) -
     scores = scan_frame(scores_path, "referee_score")
     hard, easy = split_hard_easy(scores, threshold)
     n_hard, n_easy = write_frame(hard, hard_path, "scored_instruction"), write_frame(easy, easy_path, "scored_instruction")
-    return n_hard, n_easy, scores.select(pl.len()).collect().item() - n_hard - n_easy
+    return n_hard, n_easy, scores.select(pl.len()).collect(engine="streaming").item() - n_hard - n_easy

@@ -78,7 +78,8 @@ def _violations(kind: str) -> pl.Expr:
         if "pattern" in spec:  # Python's re, as jsonschema: Rust's regex differs on e.g. "\x1c" for \S
             search = re.compile(spec["pattern"]).search
             checks.append(col.map_batches(lambda values, search=search: pl.Series(
-                [v is not None and search(v) is None for v in values], dtype=pl.Boolean), return_dtype=pl.Boolean))
+                [v is not None and search(v) is None for v in values], dtype=pl.Boolean),
+                return_dtype=pl.Boolean, is_elementwise=True))  # elementwise: the streaming engine keeps it streaming
         if polars_schema(kind)[name] == pl.Float64:
             checks.append(~col.is_finite())  # JSON has no NaN or infinity
         for keyword, breaks in (("minimum", col.__lt__), ("maximum", col.__gt__),
@@ -89,7 +90,8 @@ def _violations(kind: str) -> pl.Expr:
 
 
 def scan_frame(path: str | os.PathLike, kind: str) -> pl.LazyFrame:
-    """A validated JSONL artifact as a lazy polars query (memory stays flat for streaming queries)."""
+    """A validated JSONL artifact as a lazy polars query. Collect with `engine="streaming"` (or sink)
+    where the data can grow: the default engine loads every scanned column into memory."""
     for _ in iter_jsonl(path, kind):  # the JSON Schema check, streamed; raises file:line:field
         pass
     return pl.scan_ndjson(path, schema=polars_schema(kind))
@@ -118,7 +120,8 @@ def write_frame(frame: pl.DataFrame | pl.LazyFrame, path: str | os.PathLike, kin
     lazy = _conform(frame.lazy(), kind, path)
     if _vectorized(kind):
         checked = lazy.with_row_index("_row").select(
-            pl.len().alias("rows"), pl.col("_row").filter(_violations(kind)).first().alias("bad")).collect()
+            pl.len().alias("rows"), pl.col("_row").filter(_violations(kind)).first().alias("bad")
+        ).collect(engine="streaming")
         rows, bad = checked.row(0)
         if bad is not None:
             row = lazy.slice(bad, 1).collect().row(0, named=True)
@@ -126,8 +129,9 @@ def write_frame(frame: pl.DataFrame | pl.LazyFrame, path: str | os.PathLike, kin
             raise ArtifactError(f"{path}:{bad + 1}: breaks schema {kind}: {row}")  # unreachable if both agree
     else:
         rows = 0
-        for rows, row in enumerate(lazy.collect().iter_rows(named=True), 1):
-            validate(row, kind, f"{path}:{rows}")
+        for batch in lazy.collect_batches(chunk_size=10_000, engine="streaming"):
+            for rows, row in enumerate(batch.iter_rows(named=True), rows + 1):
+                validate(row, kind, f"{path}:{rows}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")

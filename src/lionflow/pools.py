@@ -60,7 +60,7 @@ def next_pools(cache_pool: pl.LazyFrame, new: pl.DataFrame, mode: str) -> tuple[
     """
     if mode not in POOL_MODES:
         raise ValueError(f"pools.next_train_pool must be 'new' or 'all', not {mode!r}")
-    clashes = cache_pool.join(new.lazy(), on="id", how="semi").select("id").head(3).collect()["id"].to_list()
+    clashes = cache_pool.join(new.lazy(), on="id", how="semi").select("id").head(3).collect(engine="streaming")["id"].to_list()
     clashes += new.filter(pl.col("id").is_duplicated())["id"].unique(maintain_order=True).head(3).to_list()
     if clashes:
         raise ValueError(f"new instruction ids already in the cache pool: {clashes}")

@@ -25,14 +25,14 @@ def score_statistics(scores_path) -> dict:
         teacher_score_mean=pl.col("teacher_score").filter(scored).mean().round(4),
         student_score_mean=pl.col("student_score").filter(scored).mean().round(4),
         referee_failures=pl.col("failed").sum(),
-    ).collect().row(0, named=True)
+    ).collect(engine="streaming").row(0, named=True)
     return {**row, "referee_failures": int(row["referee_failures"] or 0)}
 
 
 def iteration_summary(k: int, inputs, *, llm: dict, evaluation: dict, judge: dict | None = None) -> dict:
     """Iteration k's row: pool and split sizes, referee scores, LLM statistics, evaluations."""
     i = k - 1
-    sizes = {field: scan_frame(getattr(inputs, name)[i], kind).select(pl.len()).collect().item()
+    sizes = {field: scan_frame(getattr(inputs, name)[i], kind).select(pl.len()).collect(engine="streaming").item()
              for field, (name, kind) in POOL_FILES.items()}
     return {"iteration": k, **sizes, **score_statistics(inputs.scores[i]), "llm": llm, "eval": evaluation,
             "judge": judge}
