@@ -51,6 +51,7 @@ def test_write_frame_decides_as_jsonschema(kind, tmp_path):
 def test_errors_name_the_line_and_nothing_is_written(tmp_path):
     rows = [_example(schema("instruction")) | {"id": str(i)} for i in range(5)]
     rows[3] = rows[3] | {"max_similarity": 1.5}
+    rows[4] = rows[4] | {"origin": "elsewhere"}  # a later violation: the error names the first one
     with pytest.raises(ArtifactError, match=r"out.jsonl:4: field 'max_similarity': 1.5 is greater than the maximum"):
         write_frame(records_frame(rows, "instruction"), tmp_path / "out.jsonl", "instruction")
     with pytest.raises(ArtifactError, match="missing \\['origin'\\], extra \\['source'\\]"):

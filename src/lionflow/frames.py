@@ -120,7 +120,7 @@ def write_frame(frame: pl.DataFrame | pl.LazyFrame, path: str | os.PathLike, kin
     lazy = _conform(frame.lazy(), kind, path)
     if _vectorized(kind):
         checked = lazy.with_row_index("_row").select(
-            pl.len().alias("rows"), pl.col("_row").filter(_violations(kind)).first().alias("bad")
+            pl.len().alias("rows"), pl.col("_row").filter(_violations(kind)).min().alias("bad")
         ).collect(engine="streaming")
         rows, bad = checked.row(0)
         if bad is not None:
