@@ -7,6 +7,7 @@ prompts so that answers do not depend on the backend's prompt handling.
 from dataclasses import dataclass
 
 import torch
+from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from .prompting import ensure_chat_template, prompt_text
@@ -52,6 +53,8 @@ def generate_answers(model_dir, items: list[dict], cfg: GenerateConfig = Generat
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])  # similar lengths share a batch
     torch.manual_seed(cfg.seed)
     results: list[dict | None] = [None] * len(items)
+    # A paper-scale cache pool is tens of thousands of prompts: show rate and ETA in the rule's log.
+    progress = tqdm(total=len(items), desc="student answers", unit="answer", mininterval=2.0, dynamic_ncols=False)
     for start in range(0, len(order), cfg.batch_size):
         idx = order[start:start + cfg.batch_size]
         enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(device)
@@ -63,6 +66,8 @@ def generate_answers(model_dir, items: list[dict], cfg: GenerateConfig = Generat
             row = row[:row.index(eos)] if stopped else row
             results[i] = {"answer": tokenizer.decode(row, skip_special_tokens=True).strip(),
                           "finish_reason": "stop" if stopped else "length"}
+        progress.update(len(idx))
+    progress.close()
     return results
 
 
