@@ -94,12 +94,13 @@ def one_at_a_time(model_dir, items: list[dict], max_new: int, dtype: str, attn: 
 
     from lionflow.student.prompting import ensure_chat_template, prompt_text
 
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # the device generate_answers picks
     tokenizer = ensure_chat_template(AutoTokenizer.from_pretrained(model_dir))
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype),
-                                                 attn_implementation=attn).eval()
+                                                 attn_implementation=attn).to(device).eval()
     answers = []
     for it in items:
-        enc = tokenizer(prompt_text(tokenizer, it["instruction"], it["input"]), return_tensors="pt")
+        enc = tokenizer(prompt_text(tokenizer, it["instruction"], it["input"]), return_tensors="pt").to(device)
         with torch.no_grad():
             out = model.generate(**enc, max_new_tokens=max_new, do_sample=False, temperature=None, top_p=None,
                                  top_k=None, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)

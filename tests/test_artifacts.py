@@ -1,3 +1,4 @@
+import re
 import json
 
 import pytest
@@ -120,3 +121,22 @@ def test_streaming_writer_and_reader(tmp_path):
             out.write(POOL_RECORD)
             raise RuntimeError("crash mid-write")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pool.jsonl"]  # no partial file, no temp file
+
+
+@pytest.mark.parametrize("field, reason", [
+    ('"id": "a", "id": "z"', "duplicate key 'id'"),  # json keeps the last, polars the first: refuse both
+    ('"id": "a", "max_similarity": NaN', "NaN is not JSON"),
+    ('"id": "a", "max_similarity": -Infinity', "-Infinity is not JSON"),
+    ('"id": "a", "max_similarity": 1e400', "number 1e400 is out of range"),
+    ('"id": "a\\ud800x"', "a lone surrogate escape"),
+])
+def test_reads_are_strict_json(field, reason, tmp_path):
+    """Every reader of a file (jsonschema through json, polars through its own parser) must see the same record."""
+    common = '"input": "", "origin": "seed", "iteration": 0, "parent_id": null'
+    ok = f'{{"id": "p", "instruction": "Do \\ud83d\\ude00.", {common}, "max_similarity": null}}\n'  # a pair: fine
+    similarity = "" if "max_similarity" in field else ', "max_similarity": null'
+    (tmp_path / "pool.jsonl").write_text(ok + f'{{{field}, "instruction": "Do x.", {common}{similarity}}}\n')
+    with pytest.raises(ArtifactError, match=rf"pool.jsonl:2: not valid JSON \({re.escape(reason)}\)"):
+        read_jsonl(tmp_path / "pool.jsonl", "instruction")
+    (tmp_path / "pool.jsonl").write_text(ok)
+    assert read_jsonl(tmp_path / "pool.jsonl", "instruction")[0]["instruction"] == "Do \U0001f600."

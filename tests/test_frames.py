@@ -1,9 +1,10 @@
+import re
 """Polars frames of artifacts: dtypes from the JSON Schemas, and write checks that decide as jsonschema does."""
 import polars as pl
 import pytest
 
 from lionflow.artifacts import ArtifactError, _validator, read_jsonl, schema, write_jsonl
-from lionflow.frames import _vectorized, polars_schema, read_frame, records_frame, scan_frame, write_frame
+from lionflow.frames import _vectorized, polars_schema, read_frame, records_frame, scan_frame, write_frame, write_frames
 
 from test_artifacts import _example, _mutants
 
@@ -78,3 +79,62 @@ def test_record_by_record_kinds_number_lines_across_batches(tmp_path):
     with pytest.raises(ArtifactError, match=r"scores.jsonl:10003: field 'orders'"):
         write_frame(records_frame(rows, "referee_score"), tmp_path / "scores.jsonl", "referee_score")
     assert write_frame(records_frame(rows[:-1], "referee_score"), tmp_path / "scores.jsonl", "referee_score") == 10_002
+
+
+@pytest.mark.parametrize("column, values", [("iteration", ["3"]), ("id", [5]), ("iteration", [1.7]),
+                                            ("iteration", [True]), ("max_similarity", ["0.5"])])
+def test_a_column_of_another_dtype_is_an_error_not_a_cast(column, values, tmp_path):
+    frame = records_frame([_example(schema("instruction"))], "instruction").with_columns(pl.Series(column, values))
+    with pytest.raises(ArtifactError, match=rf"frame dtypes do not match: {column} is"):
+        write_frame(frame, tmp_path / "out.jsonl", "instruction")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_nested_fields_must_match_too(tmp_path):
+    record = _example(schema("referee_score"))
+    orders = [{k: v for k, v in o.items() if k not in ("raw", "error")} | {"note": "x"} for o in record["orders"]]
+    with pytest.raises(ArtifactError, match="frame dtypes do not match: orders is"):
+        write_frame(pl.DataFrame([record | {"orders": orders}]), tmp_path / "s.jsonl", "referee_score")
+
+
+@pytest.mark.parametrize("kind, field", [("instruction", "max_similarity"), ("referee_score", "gap"),
+                                         ("referee_score", "orders.1.teacher_score")])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_nan_and_infinity_are_named_errors(kind, field, value, tmp_path):
+    record = dict(_example(schema(kind)))
+    if "." in field:
+        record["orders"] = [dict(o, teacher_score=5.0) for o in record["orders"]]
+        record["orders"][1]["teacher_score"] = value
+    else:
+        record[field] = value
+    with pytest.raises(ArtifactError, match=rf"out.jsonl:1: field '{field}'"):
+        write_frame(records_frame([record], kind), tmp_path / "out.jsonl", kind)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_paired_outputs_appear_together_or_not_at_all(tmp_path):
+    good = records_frame([_example(schema("instruction"))], "instruction")
+    bad = good.with_columns(pl.lit(2.0).alias("max_similarity"))
+    with pytest.raises(ArtifactError, match="b.jsonl:1: field 'max_similarity'"):
+        write_frames([(good, tmp_path / "a.jsonl", "instruction"), (bad, tmp_path / "b.jsonl", "instruction")])
+    assert list(tmp_path.iterdir()) == []
+    assert write_frames([(good, tmp_path / "a.jsonl", "instruction"), (good, tmp_path / "b.jsonl", "instruction")]) == [1, 1]
+
+
+@pytest.mark.parametrize("kind, field, value", [("instruction", "iteration", "1.0"),
+                                                ("instruction", "iteration", str(2**63)),
+                                                ("referee_score", "orders.1.attempts", "2.0")])
+def test_scan_refuses_integers_polars_cannot_read(kind, field, value, tmp_path):
+    """JSON Schema calls 1.0 an integer; polars' Int64 column does not: a named error, not a polars crash."""
+    record = _example(schema(kind))
+    if kind == "referee_score":
+        record = record | {"orders": [dict(o) for o in record["orders"]]}
+    write_jsonl(tmp_path / "a.jsonl", [record], kind)
+    text = (tmp_path / "a.jsonl").read_text()
+    key = field.split(".")[-1]
+    i = text.rindex(f'"{key}": ')
+    j = i + len(f'"{key}": ')
+    k = min(text.index(c, j) for c in ",}" if c in text[j:])
+    (tmp_path / "a.jsonl").write_text(text[:j] + value + text[k:])
+    with pytest.raises(ArtifactError, match=rf"a.jsonl:1: field '{re.escape(field)}'"):
+        scan_frame(tmp_path / "a.jsonl", kind)

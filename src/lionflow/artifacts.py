@@ -14,7 +14,9 @@ it is consulted whenever the fast path objects, and it words the error.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import tempfile
 from functools import cache
 from importlib import resources
@@ -97,6 +99,30 @@ def validate(record: Any, kind: str, where: str) -> None:
         raise ArtifactError(f"{where}: field '{_field(error)}': {error.message} (schema: {kind})")
 
 
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    record = dict(pairs)
+    if len(record) != len(pairs):
+        seen: set[str] = set()
+        raise ValueError(f"duplicate key {next(k for k, _ in pairs if k in seen or seen.add(k))!r}")
+    return record
+
+
+def _finite(text: str) -> float:
+    if not math.isfinite(value := float(text)):
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+# Strict JSON, so that every reader (polars scans the same files) sees the same record: Python's
+# json alone accepts NaN and Infinity, keeps the last of duplicate keys, and lone surrogates.
+_STRICT_JSON = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_float=_finite, parse_constant=_no_constant)
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def iter_jsonl(path: str | os.PathLike, kind: str, *, numbered: bool = False) -> Iterator:
     """The validated records of a JSONL artifact, one at a time (memory stays flat).
 
@@ -107,9 +133,14 @@ def iter_jsonl(path: str | os.PathLike, kind: str, *, numbered: bool = False) ->
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = _STRICT_JSON.decode(line)
+                if _SURROGATE_ESCAPE.search(line):  # a pair decodes to one character; a lone half cannot be encoded
+                    json.dumps(record, ensure_ascii=False).encode("utf-8")
             except json.JSONDecodeError as e:
                 raise ArtifactError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+            except (ValueError, UnicodeEncodeError) as e:
+                reason = "a lone surrogate escape" if isinstance(e, UnicodeEncodeError) else e
+                raise ArtifactError(f"{path}:{lineno}: not valid JSON ({reason})") from None
             validate(record, kind, f"{path}:{lineno}")
             yield (lineno, record) if numbered else record
 

@@ -15,7 +15,7 @@ import statistics
 
 import polars as pl
 
-from .frames import polars_schema, scan_frame, write_frame
+from .frames import polars_schema, scan_frame, write_frames
 from .llm import LLM, LLMFailure
 from .prompts import PromptTemplate
 
@@ -128,5 +128,5 @@ def write_split_hard_easy(scores_path, threshold: float, hard_path, easy_path) -
     """
     scores = scan_frame(scores_path, "referee_score")
     hard, easy = split_hard_easy(scores, threshold)
-    n_hard, n_easy = write_frame(hard, hard_path, "scored_instruction"), write_frame(easy, easy_path, "scored_instruction")
+    n_hard, n_easy = write_frames([(hard, hard_path, "scored_instruction"), (easy, easy_path, "scored_instruction")])
     return n_hard, n_easy, scores.select(pl.len()).collect(engine="streaming").item() - n_hard - n_easy

@@ -5,18 +5,21 @@ sampling, summary statistics) are polars queries, lazy where the data can grow, 
 stream with flat memory. The JSON Schema stays the one statement of each artifact's shape:
 
 - reading (`scan_frame`): every record first passes the JSON Schema, streamed through
-  `iter_jsonl` (errors name file:line:field); polars then reads the file with dtypes derived
-  from the same schema (`polars_schema`).
+  `iter_jsonl` (strict JSON, errors name file:line:field), and holds its integers as integers;
+  polars then reads the file with dtypes derived from the same schema (`polars_schema`), so
+  both parsers see the same record.
 - writing (`write_frame`): a frame whose columns and dtypes are exactly the derived ones can
   neither miss nor add a key, so the rest of the schema (null where not allowed, enum,
-  minLength, pattern, bounds) is checked as column expressions over the whole frame at once;
+  minLength, pattern, bounds, finite numbers) is checked as column expressions, streamed;
   the first offending row goes to jsonschema, which words the error with its line and field.
   Kinds outside that subset (arrays, nested objects, optional keys) are checked record by
-  record. The file appears atomically: a failed check or crash leaves nothing behind.
+  record in streamed batches. A column of another dtype is an error, never a cast. Files
+  appear atomically, and `write_frames` writes several together: all of them or none.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import uuid
@@ -64,11 +67,11 @@ def _vectorized(kind: str) -> bool:
             and all(set(_types(p)) <= set(_SCALARS) | {"null"} for p in props.values()))
 
 
-def _violations(kind: str) -> pl.Expr:
-    """True on a row that breaks a keyword of the (flat) schema; nulls compare as no violation."""
-    checks = []
+def _violations(kind: str) -> dict[str, pl.Expr]:
+    """Per column: true on a row that breaks a keyword of the (flat) schema; nulls compare as no violation."""
+    by_column = {}
     for name, spec in schema(kind)["properties"].items():
-        col = pl.col(name)
+        col, checks = pl.col(name), []
         if "null" not in _types(spec):
             checks.append(col.is_null())
         if "enum" in spec:
@@ -86,14 +89,56 @@ def _violations(kind: str) -> pl.Expr:
                                 ("exclusiveMinimum", col.__le__), ("exclusiveMaximum", col.__ge__)):
             if keyword in spec:
                 checks.append(breaks(spec[keyword]))
-    return pl.any_horizontal([c.fill_null(False) for c in checks])
+        if checks:
+            by_column[name] = pl.any_horizontal([c.fill_null(False) for c in checks])
+    return by_column
+
+
+@cache
+def _integer_paths(kind: str) -> tuple[tuple[str, ...], ...]:
+    """Where `kind` holds integers, as key paths ("*": every item of an array)."""
+    paths = []
+
+    def walk(spec: dict, path: tuple[str, ...]) -> None:
+        if "integer" in str(spec.get("type", "")):
+            paths.append(path)
+        for key, sub in spec.get("properties", {}).items():
+            walk(sub, (*path, key))
+        if "items" in spec:
+            walk(spec["items"], (*path, "*"))
+
+    walk(schema(kind), ())
+    return tuple(paths)
+
+
+def _values_at(value, path: tuple[str, ...], field: str = ""):
+    """(field, value) pairs found at a key path of a record."""
+    if not path:
+        yield field, value
+    elif path[0] == "*" and isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _values_at(item, path[1:], f"{field}.{i}")
+    elif isinstance(value, dict) and path[0] in value:
+        yield from _values_at(value[path[0]], path[1:], f"{field}.{path[0]}" if field else path[0])
+
+
+def _integer_mismatch(record: dict, kind: str) -> tuple[str, object] | None:
+    """The first integer an Int64 column cannot hold as polars parses it: JSON Schema calls 1.0 an
+    integer, polars does not; nor does polars hold integers beyond 64 bits."""
+    for path in _integer_paths(kind):
+        for field, value in _values_at(record, path):
+            if isinstance(value, float) or isinstance(value, int) and not -2**63 <= value < 2**63:
+                return field, value
+    return None
 
 
 def scan_frame(path: str | os.PathLike, kind: str) -> pl.LazyFrame:
     """A validated JSONL artifact as a lazy polars query. Collect with `engine="streaming"` (or sink)
     where the data can grow: the default engine loads every scanned column into memory."""
-    for _ in iter_jsonl(path, kind):  # the JSON Schema check, streamed; raises file:line:field
-        pass
+    for lineno, record in iter_jsonl(path, kind, numbered=True):  # the JSON Schema check; raises file:line:field
+        if (mismatch := _integer_mismatch(record, kind)) is not None:
+            raise ArtifactError(f"{path}:{lineno}: field '{mismatch[0]}': {mismatch[1]!r} "
+                                f"is not a 64-bit integer as written (schema: {kind})")
     return pl.scan_ndjson(path, schema=polars_schema(kind))
 
 
@@ -106,40 +151,91 @@ def records_frame(records: list[dict], kind: str) -> pl.DataFrame:
     return pl.DataFrame(records, schema=polars_schema(kind))
 
 
+def _lossless(have: pl.DataType, want: pl.DataType) -> bool:
+    """A cast that keeps every value: nulls to anything, narrower integers to Int64, integers to Float64."""
+    if have == want or have == pl.Null:
+        return True
+    if want == pl.Int64:
+        return have in (pl.Int8, pl.Int16, pl.Int32, pl.UInt8, pl.UInt16, pl.UInt32)
+    if want == pl.Float64:  # JSON numbers: 3 and 3.0 are the same value (exact up to 2**53)
+        return have.is_integer() or have == pl.Float32
+    return False
+
+
 def _conform(frame: pl.LazyFrame, kind: str, path) -> pl.LazyFrame:
+    """The frame's columns in schema order and dtypes; a column of another dtype is an error, not a cast."""
     want = polars_schema(kind)
     have = frame.collect_schema()
     missing, extra = [c for c in want if c not in have], [c for c in have if c not in want]
     if missing or extra:
         raise ArtifactError(f"{path}: frame columns do not match schema {kind}: missing {missing}, extra {extra}")
-    return frame.select(pl.col(c).cast(t, strict=True) for c, t in want.items())
+    wrong = [f"{c} is {have[c]}, schema {kind} needs {t}" for c, t in want.items() if not _lossless(have[c], t)]
+    if wrong:
+        raise ArtifactError(f"{path}: frame dtypes do not match: {'; '.join(wrong)}")
+    return frame.select(pl.col(c).cast(t) for c, t in want.items())
+
+
+def _non_finite_field(value, field: str = "") -> str | None:
+    """The first NaN or infinite number in a record, as a field path: JSONL has neither."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return field
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, sub in items:
+        if (found := _non_finite_field(sub, f"{field}.{key}" if field else str(key))) is not None:
+            return found
+    return None
+
+
+def _check_row(row: dict, kind: str, where: str) -> None:
+    """jsonschema's verdict on one row (it words the error), and no NaN or infinity (it would let them pass)."""
+    validate(row, kind, where)
+    if (field := _non_finite_field(row)) is not None:
+        raise ArtifactError(f"{where}: field '{field}': not a finite number (schema: {kind})")
+
+
+def _check(lazy: pl.LazyFrame, kind: str, path) -> int:
+    """Check every row of `lazy` against the schema of `kind`, streaming; returns the row count."""
+    if not _vectorized(kind):
+        rows = 0
+        for batch in lazy.collect_batches(chunk_size=10_000, engine="streaming"):
+            for rows, row in enumerate(batch.iter_rows(named=True), rows + 1):
+                _check_row(row, kind, f"{path}:{rows}")
+        return rows
+    by_column = _violations(kind)
+    rows, bad = lazy.with_row_index("_row").select(
+        pl.len().alias("rows"), pl.col("_row").filter(pl.any_horizontal(list(by_column.values()))).min().alias("bad")
+    ).collect(engine="streaming").row(0)
+    if bad is not None:
+        row = lazy.slice(bad, 1).collect()
+        _check_row(row.row(0, named=True), kind, f"{path}:{bad + 1}")  # words the error; raises
+        broken = [c for c, v in row.select(**by_column).row(0, named=True).items() if v]  # if jsonschema let it pass
+        raise ArtifactError(f"{path}:{bad + 1}: field '{broken[0]}': breaks schema {kind}")
+    return rows
+
+
+def write_frames(outputs: list[tuple[pl.DataFrame | pl.LazyFrame, str | os.PathLike, str]]) -> list[int]:
+    """Check each (frame, path, kind) against its schema and write it as JSONL; returns the row counts.
+
+    All or nothing: every file is checked and written to a temp file first, and renamed into place
+    only when all are, so a failure leaves none of them (nor a temp file) behind."""
+    conformed = [(_conform(frame.lazy(), kind, path), Path(path), kind) for frame, path, kind in outputs]
+    counts = [_check(lazy, kind, path) for lazy, path, kind in conformed]
+    temps = []
+    try:
+        for lazy, path, _ in conformed:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temps.append(path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp"))
+            lazy.sink_ndjson(temps[-1])
+            with open(temps[-1], "rb+") as f:
+                os.fsync(f.fileno())
+        for tmp, (_, path, _) in zip(temps, conformed):
+            os.replace(tmp, path)
+    finally:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+    return counts
 
 
 def write_frame(frame: pl.DataFrame | pl.LazyFrame, path: str | os.PathLike, kind: str) -> int:
     """Check `frame` against the schema of `kind` and write it as JSONL, atomically. Returns the row count."""
-    lazy = _conform(frame.lazy(), kind, path)
-    if _vectorized(kind):
-        checked = lazy.with_row_index("_row").select(
-            pl.len().alias("rows"), pl.col("_row").filter(_violations(kind)).min().alias("bad")
-        ).collect(engine="streaming")
-        rows, bad = checked.row(0)
-        if bad is not None:
-            row = lazy.slice(bad, 1).collect().row(0, named=True)
-            validate(row, kind, f"{path}:{bad + 1}")  # words the error; raises
-            raise ArtifactError(f"{path}:{bad + 1}: breaks schema {kind}: {row}")  # unreachable if both agree
-    else:
-        rows = 0
-        for batch in lazy.collect_batches(chunk_size=10_000, engine="streaming"):
-            for rows, row in enumerate(batch.iter_rows(named=True), rows + 1):
-                validate(row, kind, f"{path}:{rows}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        lazy.sink_ndjson(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return rows
+    return write_frames([(frame, path, kind)])[0]

@@ -1,7 +1,7 @@
 """The train and cache pools: the seed pool of iteration 1, and the update between iterations.
 
 The pools grow to the paper's 70K instructions and beyond, so both stages are lazy polars
-queries written with `frames.write_frame` (streamed, flat memory); the inputs pass the JSON
+queries written with `frames.write_frames` (streamed, flat memory, both pools or neither); the inputs pass the JSON
 Schema record by record first, so errors name the file, line and field.
 """
 
@@ -13,7 +13,7 @@ from typing import Iterator
 import polars as pl
 
 from .artifacts import ArtifactError, iter_jsonl
-from .frames import read_frame, scan_frame, write_frame
+from .frames import read_frame, scan_frame, write_frames
 
 POOL_MODES = ("new", "all")
 
@@ -49,8 +49,7 @@ def seed_pool(seeds_path: str | os.PathLike) -> pl.LazyFrame:
 def write_seed_pools(seeds_path, train_path, cache_path) -> int:
     """Iteration 1: train pool = cache pool = the seed pool."""
     pool = seed_pool(seeds_path)
-    write_frame(pool, train_path, "instruction")
-    return write_frame(pool, cache_path, "instruction")
+    return write_frames([(pool, train_path, "instruction"), (pool, cache_path, "instruction")])[1]
 
 
 def next_pools(cache_pool: pl.LazyFrame, new: pl.DataFrame, mode: str) -> tuple[pl.LazyFrame, pl.LazyFrame]:
@@ -74,4 +73,5 @@ def write_next_pools(cache_pool_path, new_paths: list, mode: str, train_path, ca
     Returns (train size, cache size)."""
     new = pl.concat([read_frame(p, "instruction") for p in new_paths])
     train, cache = next_pools(scan_frame(cache_pool_path, "instruction"), new, mode)
-    return write_frame(train, train_path, "instruction"), write_frame(cache, cache_path, "instruction")
+    n_train, n_cache = write_frames([(train, train_path, "instruction"), (cache, cache_path, "instruction")])
+    return n_train, n_cache

@@ -22,11 +22,12 @@ def score_statistics(scores_path) -> dict:
     """Mean referee scores over the pairs it could score, and the number it could not (one lazy query)."""
     scored = pl.col("failed").not_()
     row = scan_frame(scores_path, "referee_score").select(
-        teacher_score_mean=pl.col("teacher_score").filter(scored).mean().round(4),
-        student_score_mean=pl.col("student_score").filter(scored).mean().round(4),
+        teacher_score_mean=pl.col("teacher_score").filter(scored).mean(),
+        student_score_mean=pl.col("student_score").filter(scored).mean(),
         referee_failures=pl.col("failed").sum(),
     ).collect(engine="streaming").row(0, named=True)
-    return {**row, "referee_failures": int(row["referee_failures"] or 0)}
+    rounded = {k: None if row[k] is None else round(row[k], 4) for k in ("teacher_score_mean", "student_score_mean")}
+    return {**rounded, "referee_failures": int(row["referee_failures"] or 0)}
 
 
 def iteration_summary(k: int, inputs, *, llm: dict, evaluation: dict, judge: dict | None = None) -> dict:

@@ -54,20 +54,20 @@ def generate_answers(model_dir, items: list[dict], cfg: GenerateConfig = Generat
     torch.manual_seed(cfg.seed)
     results: list[dict | None] = [None] * len(items)
     # A paper-scale cache pool is tens of thousands of prompts: show rate and ETA in the rule's log.
-    progress = tqdm(total=len(items), desc="student answers", unit="answer", mininterval=2.0, dynamic_ncols=False)
-    for start in range(0, len(order), cfg.batch_size):
-        idx = order[start:start + cfg.batch_size]
-        enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(device)
-        with torch.no_grad():
-            out = model.generate(**enc, max_new_tokens=cfg.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                 eos_token_id=eos, **sampling)
-        for row, i in zip(out[:, enc.input_ids.shape[1]:].tolist(), idx):
-            stopped = eos in row
-            row = row[:row.index(eos)] if stopped else row
-            results[i] = {"answer": tokenizer.decode(row, skip_special_tokens=True).strip(),
-                          "finish_reason": "stop" if stopped else "length"}
-        progress.update(len(idx))
-    progress.close()
+    with tqdm(total=len(items), desc="student answers", unit="answer", mininterval=2.0,
+              dynamic_ncols=False) as progress:
+        for start in range(0, len(order), cfg.batch_size):
+            idx = order[start:start + cfg.batch_size]
+            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(device)
+            with torch.no_grad():
+                out = model.generate(**enc, max_new_tokens=cfg.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                                     eos_token_id=eos, **sampling)
+            for row, i in zip(out[:, enc.input_ids.shape[1]:].tolist(), idx):
+                stopped = eos in row
+                row = row[:row.index(eos)] if stopped else row
+                results[i] = {"answer": tokenizer.decode(row, skip_special_tokens=True).strip(),
+                              "finish_reason": "stop" if stopped else "length"}
+            progress.update(len(idx))
     return results
 
 
