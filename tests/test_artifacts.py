@@ -140,3 +140,10 @@ def test_reads_are_strict_json(field, reason, tmp_path):
         read_jsonl(tmp_path / "pool.jsonl", "instruction")
     (tmp_path / "pool.jsonl").write_text(ok)
     assert read_jsonl(tmp_path / "pool.jsonl", "instruction")[0]["instruction"] == "Do \U0001f600."
+
+
+def test_writes_refuse_nan_and_infinity_naming_the_field(tmp_path):
+    record = POOL_RECORD | {"max_similarity": float("nan")}
+    with pytest.raises(ArtifactError, match=r"pool.jsonl:2: field 'max_similarity': not a finite number"):
+        write_jsonl(tmp_path / "pool.jsonl", [POOL_RECORD, record], "instruction")
+    assert list(tmp_path.iterdir()) == []

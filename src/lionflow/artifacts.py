@@ -178,6 +178,25 @@ class _AtomicFile:
             Path(self._tmp).unlink(missing_ok=True)
 
 
+def non_finite_field(value, field: str = "") -> str | None:
+    """The first NaN or infinite number in a record, as a field path: JSONL has neither."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return field
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, sub in items:
+        if (found := non_finite_field(sub, f"{field}.{key}" if field else str(key))) is not None:
+            return found
+    return None
+
+
+def _dumps(data, kind: str, where: str, **options) -> str:
+    """JSON text of a validated record; NaN and infinity (which JSON Schema lets pass) are errors."""
+    try:
+        return json.dumps(data, ensure_ascii=False, allow_nan=False, **options)
+    except ValueError:
+        raise ArtifactError(f"{where}: field '{non_finite_field(data)}': not a finite number (schema: {kind})") from None
+
+
 class JsonlWriter:
     """Writes validated records one at a time, atomically (memory stays flat at any size).
 
@@ -195,8 +214,9 @@ class JsonlWriter:
 
     def write(self, record: dict) -> None:
         self.count += 1
-        validate(record, self.kind, f"{self.path}:{self.count}")
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        where = f"{self.path}:{self.count}"
+        validate(record, self.kind, where)
+        self._file.write(_dumps(record, self.kind, where) + "\n")
 
     def __exit__(self, *exc) -> None:
         self._atomic.__exit__(*exc)
@@ -222,4 +242,4 @@ def read_json(path: str | os.PathLike, kind: str) -> dict:
 
 def write_json(path: str | os.PathLike, data: dict, kind: str) -> None:
     validate(data, kind, str(path))
-    _atomic_write(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    _atomic_write(path, _dumps(data, kind, str(path), indent=2) + "\n")

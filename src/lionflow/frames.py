@@ -28,7 +28,7 @@ from pathlib import Path
 
 import polars as pl
 
-from .artifacts import ArtifactError, iter_jsonl, schema, validate
+from .artifacts import ArtifactError, iter_jsonl, non_finite_field, schema, validate
 
 _SCALARS = {"string": pl.String, "integer": pl.Int64, "number": pl.Float64, "boolean": pl.Boolean}
 
@@ -175,21 +175,10 @@ def _conform(frame: pl.LazyFrame, kind: str, path) -> pl.LazyFrame:
     return frame.select(pl.col(c).cast(t) for c, t in want.items())
 
 
-def _non_finite_field(value, field: str = "") -> str | None:
-    """The first NaN or infinite number in a record, as a field path: JSONL has neither."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return field
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    for key, sub in items:
-        if (found := _non_finite_field(sub, f"{field}.{key}" if field else str(key))) is not None:
-            return found
-    return None
-
-
 def _check_row(row: dict, kind: str, where: str) -> None:
     """jsonschema's verdict on one row (it words the error), and no NaN or infinity (it would let them pass)."""
     validate(row, kind, where)
-    if (field := _non_finite_field(row)) is not None:
+    if (field := non_finite_field(row)) is not None:
         raise ArtifactError(f"{where}: field '{field}': not a finite number (schema: {kind})")
 
 
