@@ -51,7 +51,7 @@ def test_pool_update_as_in_the_paper(tmp_path):
     with pytest.raises(ValueError, match="already in the cache pool: \\['s1'\\]"):
         write_next_pools(tmp_path / "cache1.jsonl", [tmp_path / "clash.jsonl"], "new", tmp_path / "t.jsonl",
                          tmp_path / "c.jsonl")
-    with pytest.raises(ValueError, match="already in the cache pool: \\['h1'\\]"):  # twice among the new ones
+    with pytest.raises(ValueError, match="given twice: \\['h1'\\]"):
         write_next_pools(tmp_path / "cache1.jsonl", [tmp_path / "hard.jsonl"] * 2, "new", tmp_path / "t.jsonl",
                          tmp_path / "c.jsonl")
     with pytest.raises(ValueError, match="must be 'new' or 'all'"):

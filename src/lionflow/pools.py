@@ -59,10 +59,12 @@ def next_pools(cache_pool: pl.LazyFrame, new: pl.DataFrame, mode: str) -> tuple[
     """
     if mode not in POOL_MODES:
         raise ValueError(f"pools.next_train_pool must be 'new' or 'all', not {mode!r}")
-    clashes = cache_pool.join(new.lazy(), on="id", how="semi").select("id").head(3).collect(engine="streaming")["id"].to_list()
-    clashes += new.filter(pl.col("id").is_duplicated())["id"].unique(maintain_order=True).head(3).to_list()
-    if clashes:
-        raise ValueError(f"new instruction ids already in the cache pool: {clashes}")
+    repeated = new.filter(pl.col("id").is_duplicated())["id"].unique(maintain_order=True).head(3).to_list()
+    if repeated:
+        raise ValueError(f"new instruction ids given twice: {repeated}")
+    clashes = cache_pool.join(new.lazy(), on="id", how="semi").select("id").head(3).collect(engine="streaming")
+    if clashes.height:
+        raise ValueError(f"new instruction ids already in the cache pool: {clashes['id'].to_list()}")
     next_cache = pl.concat([cache_pool, new.lazy()])
     return (new.lazy() if mode == "new" else next_cache), next_cache
 
