@@ -92,6 +92,7 @@ def one_at_a_time(model_dir, items: list[dict], max_new: int, dtype: str, attn: 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from lionflow.student.generate import decode_answer
     from lionflow.student.prompting import ensure_chat_template, prompt_text
 
     device = "cuda" if torch.cuda.is_available() else "cpu"  # the device generate_answers picks
@@ -104,11 +105,7 @@ def one_at_a_time(model_dir, items: list[dict], max_new: int, dtype: str, attn: 
         with torch.no_grad():
             out = model.generate(**enc, max_new_tokens=max_new, do_sample=False, temperature=None, top_p=None,
                                  top_k=None, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        row = out[0, enc.input_ids.shape[1]:].tolist()
-        stopped = tokenizer.eos_token_id in row
-        row = row[:row.index(tokenizer.eos_token_id)] if stopped else row
-        answers.append({"answer": tokenizer.decode(row, skip_special_tokens=True).strip(),
-                        "finish_reason": "stop" if stopped else "length"})
+        answers.append(decode_answer(tokenizer, out[0, enc.input_ids.shape[1]:].tolist()))
     return answers
 
 

@@ -100,7 +100,7 @@ def _integer_paths(kind: str) -> tuple[tuple[str, ...], ...]:
     paths = []
 
     def walk(spec: dict, path: tuple[str, ...]) -> None:
-        if "integer" in str(spec.get("type", "")):
+        if "integer" in spec.get("type", ()):  # "integer" or a list of types
             paths.append(path)
         for key, sub in spec.get("properties", {}).items():
             walk(sub, (*path, key))

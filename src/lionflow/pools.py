@@ -8,7 +8,6 @@ Schema record by record first, so errors name the file, line and field.
 from __future__ import annotations
 
 import os
-from typing import Iterator
 
 import polars as pl
 
@@ -18,32 +17,29 @@ from .frames import read_frame, scan_frame, write_frames
 POOL_MODES = ("new", "all")
 
 
-def iter_seed_pool(path: str | os.PathLike) -> Iterator[dict]:
-    """The user's seed instructions as pool records, streamed; errors name the file, line and field."""
+def check_seed_file(path: str | os.PathLike) -> None:
+    """Every line of the user's seed file: its schema and a unique id; errors name the file, line and field."""
     seen: dict[str, int] = {}
     for lineno, record in iter_jsonl(path, "seed_instruction", numbered=True):
         if record["id"] in seen:
             raise ArtifactError(f"{path}:{lineno}: field 'id': duplicate id {record['id']!r} "
                                 f"(first on line {seen[record['id']]})")
         seen[record["id"]] = lineno
-        yield {"id": record["id"], "instruction": record["instruction"], "input": record.get("input") or "",
-               "origin": "seed", "iteration": 0, "parent_id": None, "max_similarity": None}
     if not seen:
         raise ArtifactError(f"{path}: no seed instructions")
 
 
-def load_seed_pool(path: str) -> list[dict]:
-    """The user's seed instructions as pool records; errors name the file, line and field."""
-    return list(iter_seed_pool(path))
-
-
 def seed_pool(seeds_path: str | os.PathLike) -> pl.LazyFrame:
-    """The seed file as a lazy pool frame, after checking every line (schema, unique ids)."""
-    for _ in iter_seed_pool(seeds_path):  # raises file:line:field on a bad or duplicate line
-        pass
+    """The seed file as a lazy pool frame (schema `instruction`), after checking every line."""
+    check_seed_file(seeds_path)
     return pl.scan_ndjson(seeds_path, schema={"id": pl.String, "instruction": pl.String, "input": pl.String}) \
         .select("id", "instruction", pl.col("input").fill_null(""), origin=pl.lit("seed"), iteration=pl.lit(0),
                 parent_id=pl.lit(None, pl.String), max_similarity=pl.lit(None, pl.Float64))
+
+
+def load_seed_pool(path: str | os.PathLike) -> list[dict]:
+    """The user's seed instructions as pool records; errors name the file, line and field."""
+    return seed_pool(path).collect().to_dicts()
 
 
 def write_seed_pools(seeds_path, train_path, cache_path) -> int:

@@ -40,8 +40,8 @@ def generate_answers(model_dir, items: list[dict], cfg: GenerateConfig = Generat
     tokenizer = ensure_chat_template(AutoTokenizer.from_pretrained(model_dir))
     tokenizer.padding_side = "left"  # decoder-only: generated tokens must follow the prompt
     dtype = ("bfloat16" if on_gpu else "float32") if cfg.dtype == "auto" else cfg.dtype
-    # On CPU, batched decoding with SDPA is slower than eager attention (benchmarks/scale.py: same
-    # speed in float32, 1.8x slower in bfloat16); on GPU SDPA's fused kernels win.
+    # On CPU, batched decoding with SDPA is no faster than eager attention (batch 128, 2 cores: same
+    # speed in float32, 1.5x slower in bfloat16); on GPU SDPA's fused kernels win.
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype),
                                                  attn_implementation="sdpa" if on_gpu else "eager").to(device).eval()
     eos = tokenizer.eos_token_id
@@ -63,12 +63,18 @@ def generate_answers(model_dir, items: list[dict], cfg: GenerateConfig = Generat
                 out = model.generate(**enc, max_new_tokens=cfg.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                                      eos_token_id=eos, **sampling)
             for row, i in zip(out[:, enc.input_ids.shape[1]:].tolist(), idx):
-                stopped = eos in row
-                row = row[:row.index(eos)] if stopped else row
-                results[i] = {"answer": tokenizer.decode(row, skip_special_tokens=True).strip(),
-                              "finish_reason": "stop" if stopped else "length"}
+                results[i] = decode_answer(tokenizer, row)
             progress.update(len(idx))
     return results
+
+
+def decode_answer(tokenizer, new_tokens: list[int]) -> dict:
+    """{answer, finish_reason} from the token ids generated after a prompt (padding after EOS dropped)."""
+    eos = tokenizer.eos_token_id
+    stopped = eos in new_tokens
+    new_tokens = new_tokens[:new_tokens.index(eos)] if stopped else new_tokens
+    return {"answer": tokenizer.decode(new_tokens, skip_special_tokens=True).strip(),
+            "finish_reason": "stop" if stopped else "length"}
 
 
 def _generate_vllm(model_dir, items: list[dict], cfg: GenerateConfig) -> list[dict]:
