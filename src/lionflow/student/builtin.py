@@ -51,16 +51,48 @@ def build_tiny_student(out_dir, seed: int = 0, hidden_size: int = 192, num_layer
 
 
 def resolve_base_model(spec: str, out_dir, seed: int = 0) -> Path:
-    """`builtin:tiny` -> build locally; otherwise an HF id or local dir, copied into out_dir."""
+    """`builtin:tiny` -> build locally; a local `.gguf` file -> dequantized checkpoint; otherwise an HF
+    id or local dir, copied into out_dir (`save_pretrained`: model, tokenizer, chat template)."""
     if spec == "builtin:tiny":
         return build_tiny_student(out_dir, seed=seed)
     import os
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or Path(spec).is_dir()
-    tokenizer = ensure_chat_template(AutoTokenizer.from_pretrained(spec, local_files_only=offline))
+    if spec.endswith(".gguf"):
+        tokenizer, model = load_gguf(spec)
+    else:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1" or Path(spec).is_dir()
+        tokenizer = AutoTokenizer.from_pretrained(spec, local_files_only=offline)
+        model = AutoModelForCausalLM.from_pretrained(spec, local_files_only=offline)
+    tokenizer = ensure_chat_template(tokenizer)
     tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(spec, local_files_only=offline)
     if model.generation_config.pad_token_id is None:
         model.config.pad_token_id = model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return Path(out_dir)
+
+
+def load_gguf(path) -> tuple:
+    """(tokenizer, model) from a local GGUF file (transformers + the `gguf` package), as a plain float model.
+
+    transformers dequantizes GGUF weights on load but flags the model as GGUF-quantized, and
+    `save_pretrained` refuses such a model: rebuild the architecture from its config without the
+    quantization entry and load the dequantized weights into it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"student.base_model: GGUF file {path} does not exist "
+                                "(make smollm2 fetches SmolLM2-135M-Instruct under models/)")
+    kw = dict(gguf_file=path.name, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, **kw)
+    loaded = AutoModelForCausalLM.from_pretrained(path.parent, dtype=torch.float32, **kw)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    for name in ("bos_token_id", "eos_token_id"):
+        if getattr(model.generation_config, name, None) is None:
+            setattr(model.generation_config, name, getattr(tokenizer, name))
+    log.info("loaded %s (%s, %.1fM params)", path, type(model).__name__, model.num_parameters() / 1e6)
+    return tokenizer, model
