@@ -21,7 +21,7 @@ random weights: the checkpoint is too big to carry) and the project's byte-level
 
 Prints one JSON line (the last line of stdout) and writes it to $OUT/gpu_check.json with the
 training logs when OUT is set. `--smoke` (or GPU_CHECK_SMOKE=1): tiny sizes on the CPU, the
-training rule's CPU launch (FSDP needs a GPU), so the script is exercised by
+two training processes over gloo (accelerate's FSDP needs a GPU), so the script is exercised by
 tests/test_gpu_check.py on any machine.
 """
 from __future__ import annotations
@@ -54,8 +54,8 @@ SIZES = {
     "gpu": dict(arch="SmolLM2-135M", model=SMOLLM2_135M, seq_len=1024, per_device_batch=32, effective_batch=64,
                 steps=60, log_every=10, checkpoint_every=20, gen_prompts=512, gen_batch=256, gen_single=6,
                 gen_new_tokens=128, lm_eval_limit=100, lm_eval_batch=64, launch_timeout=240, budget_s=450, threads=4),
-    # CPU smoke: the same phases, in well under a minute on two cores.
-    "smoke": dict(arch="tiny", model=TINY, seq_len=192, per_device_batch=2, effective_batch=4,
+    # CPU smoke: the same phases, two training processes over gloo, about a minute on two idle cores.
+    "smoke": dict(arch="tiny", model=TINY, seq_len=192, per_device_batch=2, effective_batch=8,
                   steps=16, log_every=4, checkpoint_every=4, gen_prompts=16, gen_batch=8, gen_single=2,
                   gen_new_tokens=8, lm_eval_limit=1, lm_eval_batch=8, launch_timeout=120, budget_s=240, threads=1),
 }
@@ -117,11 +117,38 @@ def write_teacher_data(path: Path, n: int, seq_len: int) -> None:
 
 
 def launch_args(gpu: bool) -> list[str]:
-    # rules/common.smk accelerate_launch_args: the FSDP config with one process per GPU of the job;
-    # one plain process on a CPU-only job.
+    """rules/common.smk accelerate_launch_args for a job with one GPU: the FSDP config, one process.
+
+    The smoke on CPU runs two processes over gloo (`--multi_gpu`): like the FSDP launch, that goes
+    through torchrun's agent, whose workers run in process sessions of their own (see kill_tree).
+    """
     if gpu:
         return ["--config_file", str(ROOT / "config/accelerate/fsdp.yaml"), "--num_processes", "1"]
-    return ["--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    return ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+            "--dynamo_backend", "no"]
+
+
+def kill_tree(proc: subprocess.Popen) -> int:
+    """SIGKILL the launcher and every process under it, as a node failure or a cgroup kill would.
+
+    Killing the launcher's process group is not enough: torchrun (under `accelerate launch` with the
+    FSDP config or --multi_gpu) starts each worker in a session of its own, so the workers would
+    outlive their agent and go on training and saving state. Returns how many processes were killed.
+    """
+    import psutil
+
+    root = psutil.Process(proc.pid)
+    procs = [root, *root.children(recursive=True)]
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait()
+    _, alive = psutil.wait_procs(procs, timeout=60)
+    if alive:
+        raise RuntimeError(f"processes {[p.pid for p in alive]} survived SIGKILL")
+    return len(procs)
 
 
 def start_training(work: Path, name: str, cfg: dict, gpu: bool, log_path: Path, threads: int) -> subprocess.Popen:
@@ -138,8 +165,7 @@ def wait(proc: subprocess.Popen, timeout: float, log_path: Path, what: str) -> N
     try:
         rc = proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        kill_tree(proc)
         raise RuntimeError(f"{what}: still running after {timeout:.0f} s (killed); log {log_path}") from None
     if rc != 0:
         tail = log_path.read_text(errors="replace")[-3000:]
@@ -200,12 +226,11 @@ def phase_resume(work: Path, s: dict, gpu: bool, cfg: dict, out: dict) -> None:
             raise RuntimeError(f"training to be killed ended (exit {proc.returncode}) before it saved a state; "
                                f"log {killed_log}:\n{killed_log.read_text(errors='replace')[-3000:]}")
         if time.time() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
+            kill_tree(proc)
             raise RuntimeError(f"no training state in {state} after {s['launch_timeout']} s; log {killed_log}")
         time.sleep(0.01)
     first_saved = json.loads((state / "latest" / "progress.json").read_text())["step"]
-    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and its training process, mid-run
-    proc.wait()
+    killed = kill_tree(proc)  # the launcher, torchrun's agent and the training processes, mid-run
     if (work / "killed" / "training_log.json").exists():
         raise RuntimeError("the training meant to be killed had already finished: raise `steps` in SIZES")
     saved = json.loads((state / "latest" / "progress.json").read_text())["step"]
@@ -218,7 +243,8 @@ def phase_resume(work: Path, s: dict, gpu: bool, cfg: dict, out: dict) -> None:
     expected_steps = list(range(saved + 1, whole["optimizer_steps"] + 1))
     ok = (resumed["resumed_from_step"] == saved and resumed["optimizer_steps"] == whole["optimizer_steps"]
           and [st["step"] for st in resumed["steps"]] == expected_steps and not state.exists())
-    out["resume"] = {"ok": ok, "killed_with": "SIGKILL to the launcher's process group",
+    out["resume"] = {"ok": ok, "killed_with": "SIGKILL to the launcher and all its descendants",
+                     "processes_killed": killed,
                      "first_saved_step": first_saved, "saved_step": saved,
                      "resumed_from_step": resumed["resumed_from_step"],
                      "optimizer_steps": resumed["optimizer_steps"], "expected_optimizer_steps": whole["optimizer_steps"],

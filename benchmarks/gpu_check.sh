@@ -13,7 +13,7 @@
 #        timeout_s: 600        (the check ends in about 8 minutes at most; its own budget is 450 s of phases)
 #      The figures are the output's last line and $OUT/gpu_check.json (with the three training logs
 #      and lm_eval.json).
-# On CPU, tiny sizes, the training rule's CPU launch (FSDP needs a GPU), run by tests/test_gpu_check.py:
+# On CPU, tiny sizes, two training processes over gloo (FSDP needs a GPU), run by tests/test_gpu_check.py:
 #        GPU_CHECK_SMOKE=1 bash benchmarks/gpu_check.sh      (or: bash benchmarks/gpu_check.sh --smoke)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,20 +28,18 @@ NEEDED_WHEELS=(jsonschema jsonschema-specifications referencing rpds-py fastjson
 NEEDED_SDISTS=(sqlitedict word2number rouge_score)  # published as source only: built into wheels here
 
 locked() {  # NAME==VERSION as requirements.lock pins it (names compared as pip does: case, - _ .)
-  local want; want=$(echo "$1" | tr 'A-Z_.' 'a-z--')
-  while IFS= read -r line; do
-    local name=${line%%==*}
-    if [ "$(echo "$name" | tr 'A-Z_.' 'a-z--')" = "$want" ]; then echo "$line"; return; fi
-  done < <(grep '==' requirements.lock)
-  echo "requirements.lock pins no $1" >&2; return 1
+  grep -iE "^$(echo "$1" | sed 's/[-_.]/[-_.]/g')==" requirements.lock || { echo "requirements.lock pins no $1" >&2; return 1; }
 }
 
-if [ "${1:-}" = "--prepare" ]; then
-  rm -rf "$WHEELS" && mkdir -p "$WHEELS"
+if [ "${1:-}" = "--prepare" ] || [ "${1:-}" = "--list" ]; then
   pins=(); for n in "${NEEDED_WHEELS[@]}"; do pins+=("$(locked "$n")"); done
   srcs=(); for n in "${NEEDED_SDISTS[@]}"; do srcs+=("$(locked "$n")"); done
-  # The GPU machine's python3 is CPython 3.12 on x86-64 (.library/device/KINDS.md).
-  "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  if [ "$1" = "--list" ]; then printf '%s\n' "${pins[@]}" "${srcs[@]}"; exit 0; fi
+  rm -rf "$WHEELS" && mkdir -p "$WHEELS"
+  # The GPU machine's python3 is CPython 3.12 on x86-64 (the device tool's KINDS.md); GPU_CHECK_WHEEL_PY
+  # picks another version (a simulation of that machine in a local venv of another python).
+  "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version "${GPU_CHECK_WHEEL_PY:-3.12}" \
+    --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d "$WHEELS" "${pins[@]}"
   "$PYTHON" -m pip wheel -q --no-deps -w "$WHEELS" "${srcs[@]}"
@@ -50,7 +48,9 @@ if [ "${1:-}" = "--prepare" ]; then
   exit 0
 fi
 
-if [ -d "$WHEELS" ] && ls "$WHEELS"/*.whl >/dev/null 2>&1; then
+# The carried wheels, into a folder of their own, where the python lacks them (the GPU machine);
+# a venv that has them all (the project's) keeps its own.
+if ls "$WHEELS"/*.whl >/dev/null 2>&1 && ! "$PYTHON" -c "import jsonschema, fastjsonschema, lm_eval" 2>/dev/null; then
   site=$(mktemp -d /tmp/gpu-check-site.XXXX)
   "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
     "$WHEELS"/*.whl
