@@ -53,11 +53,15 @@ SIZES = {
     # One H200: ~65K tokens per optimizer step; the whole check well inside 8 minutes.
     "gpu": dict(arch="SmolLM2-135M", model=SMOLLM2_135M, seq_len=1024, per_device_batch=32, effective_batch=64,
                 steps=60, log_every=10, checkpoint_every=20, gen_prompts=512, gen_batch=256, gen_single=6,
-                gen_new_tokens=128, lm_eval_limit=100, lm_eval_batch=64, launch_timeout=240, budget_s=450, threads=4),
+                gen_new_tokens=128, lm_eval_limit=100, lm_eval_batch=64, launch_timeout=240, threads=4,
+                # seconds for all phases; a phase starts only with its minimum left, a launch gets at
+                # most what is left: the whole script ends inside 8 minutes, wheel install included.
+                budget_s=420, min_left=dict(setup=60, train=120, resume=90, generation=60, lm_eval=90)),
     # CPU smoke: the same phases, two training processes over gloo, about a minute on two idle cores.
     "smoke": dict(arch="tiny", model=TINY, seq_len=192, per_device_batch=2, effective_batch=8,
                   steps=16, log_every=4, checkpoint_every=4, gen_prompts=16, gen_batch=8, gen_single=2,
-                  gen_new_tokens=8, lm_eval_limit=1, lm_eval_batch=8, launch_timeout=120, budget_s=240, threads=1),
+                  gen_new_tokens=8, lm_eval_limit=1, lm_eval_batch=8, launch_timeout=240, threads=1,
+                  budget_s=600, min_left=dict(setup=20, train=20, resume=20, generation=20, lm_eval=20)),
 }
 GEN_GOAL = 20.0  # batched answers/s over one-at-a-time answers/s
 LM_EVAL_TASKS = ["oracle_gen", "oracle_mc"]
@@ -172,6 +176,11 @@ def wait(proc: subprocess.Popen, timeout: float, log_path: Path, what: str) -> N
         raise RuntimeError(f"{what}: exit {rc}; log {log_path}:\n{tail}")
 
 
+def time_left(s: dict) -> float:
+    """A launch's timeout: its own limit, or what is left of the budget if that is less."""
+    return max(1.0, min(s["launch_timeout"], s["deadline"] - time.time()))
+
+
 def window_rates(log_text: str) -> list[float]:
     """The tok/s of each logged window of lionflow.student.train ('step 20/60 ... tok/s 123456')."""
     return [float(x) for x in re.findall(r"step \d+/\d+ .*? tok/s (\d+(?:\.\d+)?)", log_text)]
@@ -186,7 +195,7 @@ def phase_train(work: Path, s: dict, gpu: bool, n_params: int, out: dict) -> dic
                checkpoint_every_steps=0, log_every=s["log_every"], seed=0)
     log_path = work / "train_whole.log"
     t0 = time.perf_counter()
-    wait(start_training(work, "whole", cfg, gpu, log_path, s["threads"]), s["launch_timeout"], log_path,
+    wait(start_training(work, "whole", cfg, gpu, log_path, s["threads"]), time_left(s), log_path,
          "training (whole run)")
     wall = time.perf_counter() - t0
     summary = json.loads((work / "whole" / "training_log.json").read_text())
@@ -220,14 +229,15 @@ def phase_resume(work: Path, s: dict, gpu: bool, cfg: dict, out: dict) -> None:
     state = work / "killed.resume"
     killed_log, resumed_log = work / "train_killed.log", work / "train_resumed.log"
     proc = start_training(work, "killed", cfg, gpu, killed_log, s["threads"])
-    deadline = time.time() + s["launch_timeout"]
+    timeout = time_left(s)
+    deadline = time.time() + timeout
     while not (state / "latest" / "progress.json").exists():  # the first saved state
         if proc.poll() is not None:
             raise RuntimeError(f"training to be killed ended (exit {proc.returncode}) before it saved a state; "
                                f"log {killed_log}:\n{killed_log.read_text(errors='replace')[-3000:]}")
         if time.time() > deadline:
             kill_tree(proc)
-            raise RuntimeError(f"no training state in {state} after {s['launch_timeout']} s; log {killed_log}")
+            raise RuntimeError(f"no training state in {state} after {timeout:.0f} s; log {killed_log}")
         time.sleep(0.01)
     first_saved = json.loads((state / "latest" / "progress.json").read_text())["step"]
     killed = kill_tree(proc)  # the launcher, torchrun's agent and the training processes, mid-run
@@ -235,7 +245,7 @@ def phase_resume(work: Path, s: dict, gpu: bool, cfg: dict, out: dict) -> None:
         raise RuntimeError("the training meant to be killed had already finished: raise `steps` in SIZES")
     saved = json.loads((state / "latest" / "progress.json").read_text())["step"]
     t0 = time.perf_counter()
-    wait(start_training(work, "killed", cfg, gpu, resumed_log, s["threads"]), s["launch_timeout"], resumed_log,
+    wait(start_training(work, "killed", cfg, gpu, resumed_log, s["threads"]), time_left(s), resumed_log,
          "resumed training")
     resumed = json.loads((work / "killed" / "training_log.json").read_text())
     reference = {st["step"]: st["loss"] for st in whole["steps"]}
@@ -244,10 +254,9 @@ def phase_resume(work: Path, s: dict, gpu: bool, cfg: dict, out: dict) -> None:
     ok = (resumed["resumed_from_step"] == saved and resumed["optimizer_steps"] == whole["optimizer_steps"]
           and [st["step"] for st in resumed["steps"]] == expected_steps and not state.exists())
     out["resume"] = {"ok": ok, "killed_with": "SIGKILL to the launcher and all its descendants",
-                     "processes_killed": killed,
-                     "first_saved_step": first_saved, "saved_step": saved,
-                     "resumed_from_step": resumed["resumed_from_step"],
-                     "optimizer_steps": resumed["optimizer_steps"], "expected_optimizer_steps": whole["optimizer_steps"],
+                     "processes_killed": killed, "first_saved_step": first_saved, "saved_step": saved,
+                     "resumed_from_step": resumed["resumed_from_step"], "optimizer_steps": resumed["optimizer_steps"],
+                     "expected_optimizer_steps": whole["optimizer_steps"],
                      "loss_max_abs_diff_vs_uninterrupted": round(max(diffs), 6) if diffs else None,
                      "resumed_launch_wall_s": round(time.perf_counter() - t0, 1)}
     if not ok:
@@ -290,7 +299,6 @@ def phase_generation(work: Path, s: dict, gpu: bool, out: dict) -> None:
     batched = len(items) / (time.perf_counter() - t0)
     fastest = max(single, key=single.get)
     ratio = batched / single[fastest]
-    new_tokens = [len(a["answer"]) for a in answers]
     out["generation"] = {
         "device": device, "dtype": dtype, "model": "untrained student (answers run to max_new_tokens)",
         "max_new_tokens": s["gen_new_tokens"], "prompts_batched": len(items), "batch_size": s["gen_batch"],
@@ -300,11 +308,10 @@ def phase_generation(work: Path, s: dict, gpu: bool, out: dict) -> None:
         "ratio_vs_fastest_one_at_a_time": round(ratio, 1), "goal_ratio": GEN_GOAL, "goal_met": ratio >= GEN_GOAL,
         "same_answer_as_one_at_a_time": sum(answers[i] == a for i, a in zip(sample, single_answers[fastest])),
         "finish_length": sum(a["finish_reason"] == "length" for a in answers),
-        "mean_answer_chars": round(sum(new_tokens) / len(new_tokens), 1),
     }
 
 
-def phase_lm_eval(work: Path, s: dict, gpu: bool, out: dict, out_dir: Path | None) -> None:
+def phase_lm_eval(work: Path, s: dict, gpu: bool, out: dict) -> None:
     try:
         import lm_eval  # noqa: F401
     except ImportError as e:
@@ -320,7 +327,7 @@ def phase_lm_eval(work: Path, s: dict, gpu: bool, out: dict, out_dir: Path | Non
                          out_json=work / "lm_eval.json", batch_size=s["lm_eval_batch"], limit=s["lm_eval_limit"],
                          device=device)
     results = json.loads((work / "lm_eval.json").read_text())
-    out["lm_eval"] = {"status": "ran", "device": device, "model": "the trained checkpoint (FSDP run)",
+    out["lm_eval"] = {"status": "ran", "device": device, "model": "the trained checkpoint of the uninterrupted run",
                       "limit_per_task": s["lm_eval_limit"], "scores": scores,
                       "model_device": str(results.get("config", {}).get("device")),
                       "wall_s": round(time.perf_counter() - t0, 1)}
@@ -335,7 +342,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     t_start = time.perf_counter()
     mode = "smoke" if a.smoke else "gpu"
-    s = SIZES[mode]
+    s = {**SIZES[mode], "deadline": time.time() + SIZES[mode]["budget_s"]}
     if a.smoke:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # training subprocesses and this one: CPU only
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the GPU machine reaches no network: never wait on one
@@ -347,7 +354,8 @@ def main(argv=None) -> int:
     work = a.work or Path(tempfile.mkdtemp(prefix="gpu-check-"))
     work.mkdir(parents=True, exist_ok=True)
 
-    out: dict = {"check": "benchmarks/gpu_check.sh", "mode": mode, "versions": versions(), "phases_s": {},
+    out: dict = {"check": "benchmarks/gpu_check.sh", "mode": mode, "budget_s": s["budget_s"],
+                 "versions": versions(), "phases_s": {},
                  "errors": {}}
     try:
         import torch
@@ -377,9 +385,10 @@ def main(argv=None) -> int:
         if missing:
             out["errors"][name] = f"not run: needs {missing}"
             return None
-        left = s["budget_s"] - (time.perf_counter() - t_start)
-        if left < 20:
-            out["errors"][name] = f"not run: the time budget of {s['budget_s']} s is spent"
+        left = s["deadline"] - time.time()
+        if left < s["min_left"][name]:
+            out["errors"][name] = (f"not run: {left:.0f} s left of the {s['budget_s']} s budget, "
+                                   f"the phase needs {s['min_left'][name]} s")
             return None
         log(f"{name} ...")
         t0 = time.perf_counter()
@@ -404,7 +413,7 @@ def main(argv=None) -> int:
     cfg = phase("train", phase_train, work, s, gpu, n_params, out, needs=("setup",))
     phase("resume", phase_resume, work, s, gpu, cfg or {}, out, needs=("train",))
     phase("generation", phase_generation, work, s, gpu, out, needs=("setup",))
-    phase("lm_eval", phase_lm_eval, work, s, gpu, out, out_dir, needs=("train",))
+    phase("lm_eval", phase_lm_eval, work, s, gpu, out, needs=("train",))
     return finish(out, t_start, out_dir, work)
 
 
