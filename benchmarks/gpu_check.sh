@@ -53,8 +53,7 @@ fi
 if ls "$WHEELS"/*.whl >/dev/null 2>&1 && ! "$PYTHON" -c "import jsonschema, fastjsonschema, lm_eval" 2>/dev/null; then
   site=$(mktemp -d /tmp/gpu-check-site.XXXX)
   "$PYTHON" -m pip install -q --root-user-action=ignore --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target "$site" \
-    "$WHEELS"/*.whl
+    --target "$site" "$WHEELS"/*.whl
   export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
