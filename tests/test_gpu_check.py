@@ -35,7 +35,7 @@ def test_gpu_check_smoke_runs_every_phase(tmp_path):
     assert gen["batched_answers_per_s"] > 0 and all(v > 0 for v in gen["one_at_a_time_answers_per_s"].values())
     assert gen["ratio_vs_fastest_one_at_a_time"] > 0 and gen["goal_ratio"] == 20.0
     lm = result["lm_eval"]
-    assert lm["status"] == "ran" and set(lm["scores"]) == {"oracle_gen", "oracle_mc"}
+    assert lm["status"] == "ran" and set(lm["scores"]) == {"oracle_gen", "oracle_mc", "oracle"}
     for name in ("train_whole.log", "train_killed.log", "train_resumed.log", "lm_eval.json"):
         assert (tmp_path / "out" / name).is_file(), name
 
