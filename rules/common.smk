@@ -5,6 +5,8 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from lionflow.smk import role_identity
+
 
 validate(config, "../config/schema.yaml")
 

@@ -30,8 +30,7 @@ rule referee_answers:
         scores=f"{ITER}/referee_scores.jsonl",
         stats=f"{ITER}/llm_stats/referee.json",
     params:
-        llm=config["llm"],
-        max_failure_rate=config["discrimination"]["max_referee_failure_rate"],
+        referee=role_identity(config["llm"], "referee"),
     log:
         f"logs/{config['run']}/iter{{k}}/referee_answers.log",
     script:

@@ -17,7 +17,7 @@ rule generate_instructions:
         rejected=f"{ITER}/rejected.jsonl",
         stats=f"{ITER}/llm_stats/generator.json",
     params:
-        llm=config["llm"],
+        generator=role_identity(config["llm"], "generator"),
         generation=config["generation"],
         seed=config["seed"],
     log:

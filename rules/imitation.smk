@@ -24,7 +24,8 @@ rule answer_with_teacher:
         answers=f"{ITER}/teacher_{{pool}}.jsonl",
         stats=f"{ITER}/llm_stats/teacher_{{pool}}.json",
     params:
-        llm=config["llm"],
+        # what changes the answers, nothing else (the script reads prices, budget, cache from config)
+        teacher=role_identity(config["llm"], "teacher"),
     log:
         f"logs/{config['run']}/iter{{k}}/answer_with_teacher_{{pool}}.log",
     script:
@@ -47,6 +48,11 @@ rule build_base_student:
         "../workflow/scripts/build_base_student.py"
 
 
+# How often the resumable state is saved changes no weight: not a param (editing it retrains nothing).
+CHECKPOINT_EVERY_STEPS = config["student"]["train"]["checkpoint_every_steps"]
+TRAIN_PARAMS = {k: v for k, v in config["student"]["train"].items() if k != "checkpoint_every_steps"}
+
+
 rule train_student:
     input:
         init=student_init,
@@ -55,7 +61,7 @@ rule train_student:
     output:
         directory(f"{ITER}/student"),
     params:
-        train=lambda wc: json.dumps({**config["student"]["train"], "seed": config["seed"] + int(wc.k)}),
+        train=lambda wc: json.dumps({**TRAIN_PARAMS, "seed": config["seed"] + int(wc.k)}),
         launch=accelerate_launch_args,
         device=config["student"]["device"],
         # Not an output: Snakemake keeps it when a job dies, so a rerun resumes from it.
@@ -68,4 +74,5 @@ rule train_student:
     shell:
         "OMP_NUM_THREADS={threads} {PYTHON} -m accelerate.commands.launch {params.launch} -m lionflow.student.train"
         " --init {input.init} --data {input.data} --out {output} --state-dir {params.state_dir}"
-        " --device {params.device} --config-json {params.train:q} > {log} 2>&1"
+        " --device {params.device} --checkpoint-every-steps {CHECKPOINT_EVERY_STEPS}"
+        " --config-json {params.train:q} > {log} 2>&1"

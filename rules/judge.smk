@@ -26,7 +26,7 @@ rule answer_questions_with_reference:
         answers=f"{JUDGE_DIR}/reference_answers.jsonl",
         stats=f"{JUDGE_DIR}/llm_stats/reference.json",
     params:
-        llm=JUDGE_LLM,
+        reference=role_identity(JUDGE_LLM, "reference"),
         limit=JUDGE["limit"],
     log:
         f"logs/{config['run']}/judge/answer_questions_with_reference.log",
@@ -65,10 +65,10 @@ rule judge_answers:
         result=f"{JUDGE_DIR}/{{checkpoint}}.json",
         stats=f"{JUDGE_DIR}/llm_stats/judge_{{checkpoint}}.json",
     params:
-        llm=JUDGE_LLM,
+        judge=role_identity(JUDGE_LLM, "judge"),
+        reference_model=JUDGE_LLM["reference"]["model"],
         limit=JUDGE["limit"],
         parse_retries=JUDGE["parse_retries"],
-        max_failure_rate=JUDGE["max_failure_rate"],
     log:
         f"logs/{config['run']}/judge/judge_answers_{{checkpoint}}.log",
     script:

@@ -35,9 +35,9 @@ def snakemake(workdir, *args, check=True):
     return proc
 
 
-def planned_jobs(workdir):
+def planned_jobs(workdir, *args):
     """Rule name -> job count of a dry run."""
-    out = snakemake(workdir, "-n", "--quiet", "rules").stdout
+    out = snakemake(workdir, "-n", "--quiet", "rules", *args).stdout
     jobs = {}
     for line in out.splitlines():
         parts = line.split()
@@ -90,6 +90,29 @@ def test_every_artifact_validates(workdir):
 
 def test_nothing_to_do_after_a_complete_run(workdir):
     assert planned_jobs(workdir) == {}
+
+
+def test_bookkeeping_edits_rerun_nothing(workdir):
+    """Prices, a budget, concurrency, rate limits, timeouts, retries and the ledger's place do not change
+    any answer: editing them reruns no LLM or training rule (each rule's params are what changes its output)."""
+    edit = workdir / "bookkeeping.yaml"
+    edit.write_text(
+        "llm:\n"
+        "  endpoints: {oracle: {base_url: 'builtin://oracle', max_concurrency: 3, rpm: 6000, tpm: 1.0e+7,"
+        " timeout_s: 30, max_retries: 2}}\n"
+        "  prices: {oracle-1: {input_per_mtok: 0.15, output_per_mtok: 0.6}}\n"
+        "  budget_usd: 100\n"
+        "  failure_tolerance: 0.05\n"
+        "  batch_poll_s: 5\n"
+        "  teacher: {mode: online}\n"
+        "student: {train: {checkpoint_every_steps: 7}}\n"
+        "discrimination: {max_referee_failure_rate: 0.1}\n"
+        "eval: {judge: {max_failure_rate: 0.2}}\n")
+    assert planned_jobs(workdir, "--configfile", "tests/micro/config.yaml", str(edit)) == {}
+    # while a change of what the teacher is asked reruns the teacher and what depends on it
+    edit.write_text("llm: {teacher: {params: {temperature: 0.5, max_tokens: 1024}}}\n")
+    jobs = planned_jobs(workdir, "--configfile", "tests/micro/config.yaml", str(edit))
+    assert jobs["answer_with_teacher"] == 4 and jobs["train_student"] == 2 and "referee_answers" in jobs
 
 
 def test_editing_the_referee_prompt_reruns_only_its_dependants(workdir):

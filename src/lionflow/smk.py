@@ -21,7 +21,29 @@ def setup_logging(snakemake) -> logging.Logger:
 
 
 def llm_for(llm_config: dict, role: str) -> LLM:
+    """The client of a role, built from the run's whole `llm` config (scripts read it from
+    snakemake.config: prices, budget, cache and concurrency are not rule params, see role_identity)."""
     return LLM(Role.from_config({"llm": llm_config}, role), ResponseCache(llm_config["cache_dir"]))
+
+
+def judge_llm_for(config: dict, role: str) -> LLM:
+    """The judge's or the reference model's client (eval.judge, defaults filled in from the referee and teacher)."""
+    from .judge import role_configs
+
+    return llm_for(role_configs(config["llm"], config["eval"]["judge"]), role)
+
+
+def role_identity(llm_config: dict, role: str) -> dict:
+    """What of an LLM role can change its answers, as a rule's params: the endpoint's URL, the model,
+    the sampling parameters (and how often an unparseable reply is asked again). Prices, budgets,
+    concurrency, rate limits, timeouts, the cache and the other roles are not in it, so editing them
+    reruns nothing; the prompt file is a rule input."""
+    r = llm_config[role]
+    identity = {"base_url": llm_config["endpoints"][r["endpoint"]]["base_url"], "model": r["model"],
+                "params": r.get("params") or {}}
+    if "parse_retries" in r:
+        identity["parse_retries"] = r["parse_retries"]
+    return identity
 
 
 def template(path: str) -> PromptTemplate:

@@ -2,11 +2,11 @@
 from lionflow.artifacts import write_json, write_jsonl
 from lionflow.imitation import teacher_answers
 from lionflow.judge import load_questions
-from lionflow.smk import llm_for, setup_logging, template
+from lionflow.smk import judge_llm_for, setup_logging, template
 
 log = setup_logging(snakemake)
 questions = load_questions(snakemake.input.questions, snakemake.params.limit)
-reference = llm_for(snakemake.params.llm, "reference")
+reference = judge_llm_for(snakemake.config, "reference")
 answers = teacher_answers(reference, template(snakemake.input.prompt), questions)
 write_jsonl(snakemake.output.answers, answers, "answer")
 write_json(snakemake.output.stats, reference.stats.as_dict(reference.role), "llm_stats")

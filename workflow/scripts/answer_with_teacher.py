@@ -5,7 +5,7 @@ from lionflow.smk import llm_for, setup_logging, template
 
 log = setup_logging(snakemake)
 pool = read_jsonl(snakemake.input.pool, "instruction")
-teacher = llm_for(snakemake.params.llm, "teacher")
+teacher = llm_for(snakemake.config["llm"], "teacher")
 answers = teacher_answers(teacher, template(snakemake.input.prompt), pool)
 write_jsonl(snakemake.output.answers, answers, "answer")
 write_json(snakemake.output.stats, teacher.stats.as_dict(teacher.role), "llm_stats")

@@ -6,10 +6,10 @@ from lionflow.smk import llm_for, setup_logging, template
 log = setup_logging(snakemake)
 teacher = read_jsonl(snakemake.input.teacher, "answer")
 student = read_jsonl(snakemake.input.student, "answer")
-referee = llm_for(snakemake.params.llm, "referee")
+referee = llm_for(snakemake.config["llm"], "referee")
 records = score_pairs(referee, template(snakemake.input.prompt), teacher, student,
-                      parse_retries=snakemake.params.llm["referee"]["parse_retries"])
-failures = check_failure_rate(records, snakemake.params.max_failure_rate)
+                      parse_retries=snakemake.params.referee["parse_retries"])
+failures = check_failure_rate(records, snakemake.config["discrimination"]["max_referee_failure_rate"])
 write_jsonl(snakemake.output.scores, records, "referee_score")
 write_json(snakemake.output.stats, referee.stats.as_dict(referee.role), "llm_stats")
 log.info("referee: %d pairs, %d failures; %s", len(records), failures, referee.stats)

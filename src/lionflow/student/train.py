@@ -234,11 +234,15 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     p.add_argument("--state-dir", help="resumable training state (default: <out>.resume)")
     p.add_argument("--config-json", default="{}", help="TrainConfig overrides as JSON")
+    p.add_argument("--checkpoint-every-steps", type=int, help="overrides the config's checkpoint_every_steps")
     p.add_argument("--device", default="auto", help="student.device: auto (the job's GPU when it has one), cpu, cuda[:N]")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     examples = read_jsonl(a.data, "answer")
-    train(a.init, examples, a.out, TrainConfig.from_dict(json.loads(a.config_json)),
+    overrides = json.loads(a.config_json)
+    if a.checkpoint_every_steps is not None:
+        overrides["checkpoint_every_steps"] = a.checkpoint_every_steps
+    train(a.init, examples, a.out, TrainConfig.from_dict(overrides),
           state_dir=a.state_dir or f"{a.out.rstrip('/')}.resume", device=a.device)
 
 
