@@ -12,6 +12,7 @@ target. The fast tests at the top need neither (failing commands stand in for th
 """
 
 import json
+import os
 import re
 import runpy
 import sys
@@ -93,6 +94,32 @@ def test_a_server_not_up_in_time_is_stopped_with_its_children(tmp_path):
     assert time.monotonic() - started < 30
     engine = int(re.search(r"engine pid (\d+)", log_path.read_text()).group(1))
     assert not psutil.pid_exists(engine) or psutil.Process(engine).status() == psutil.STATUS_ZOMBIE
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGKILL"])
+def test_a_killed_client_leaves_no_server(tmp_path, signal_name):
+    """A cancelled job (SIGTERM) stops its server; a killed one (SIGKILL) too: the server gets
+    SIGTERM when the process that started it dies."""
+    import signal
+    import subprocess
+    log_path = tmp_path / "server.log"
+    client = ("import sys\nfrom lionflow.student.vllm_server import vllm_server\n"
+              "server = [sys.executable, '-c', 'import os, time; print(\"server pid\", os.getpid(), flush=True); "
+              "time.sleep(300)']\n"
+              "with vllm_server('m', command=server, served_model_name='m', seed=0, dtype='auto', "
+              "startup_timeout_s=300, log_path=sys.argv[1]):\n    pass\n")
+    proc = subprocess.Popen([sys.executable, "-c", client, str(log_path)], env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    deadline = time.monotonic() + 60
+    while not (log_path.exists() and "server pid" in log_path.read_text()):
+        assert proc.poll() is None and time.monotonic() < deadline, "the stand-in server did not start"
+        time.sleep(0.2)
+    server = int(re.search(r"server pid (\d+)", log_path.read_text()).group(1))
+    proc.send_signal(getattr(signal, signal_name))
+    proc.wait(timeout=60)
+    deadline = time.monotonic() + 30
+    while psutil.pid_exists(server) and psutil.Process(server).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, f"the server outlived its client ({signal_name})"
+        time.sleep(0.2)
 
 
 def test_a_missing_command_names_the_key_and_the_make_target():

@@ -23,6 +23,7 @@ import shlex
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -106,6 +107,29 @@ def _models(base_url: str, api_key: str) -> list[str] | None:
         return None
 
 
+def _die_with_parent() -> None:
+    """In the server's process before exec: SIGTERM when the process that started it dies, even by
+    SIGKILL (Linux), so that a killed job leaves no server holding its GPU."""
+    import ctypes
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM (a cancelled job) raises SystemExit in the main thread, so that the server is stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _stop(process: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
     """SIGTERM to the server's process group (its engine processes too), SIGKILL after `grace_s`."""
     if process.poll() is not None:
@@ -150,7 +174,8 @@ def vllm_server(model_dir, *, command: str | list[str], served_model_name: str, 
     started = time.monotonic()
     try:
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   env=env, start_new_session=True)   # its own process group: stopped as one
+                                   env=env, start_new_session=True,   # its own process group: stopped as one
+                                   preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     except OSError as e:
         if log_file:
             log_file.close()
@@ -164,31 +189,32 @@ def vllm_server(model_dir, *, command: str | list[str], served_model_name: str, 
     pump.start()
     server = VLLMServer(f"http://127.0.0.1:{port}/v1", served_model_name, api_key, tuple(argv), process, tail, errors)
     where = f" (its output: {log_path})" if log_path else ""
-    try:
-        while True:
-            if process.poll() is not None:
-                pump.join(timeout=5)
-                raise VLLMServerError(f"the vLLM server exited with code {process.returncode} before it was up"
-                                      f"{where}: {shown}\n--- last lines of its output ---\n{server.log_tail()}")
-            models = _models(server.base_url, api_key)
-            if models is not None:
-                if served_model_name not in models:
-                    raise VLLMServerError(f"the vLLM server at {server.base_url} serves {models}, "
-                                          f"not {served_model_name!r}: {shown}")
-                break
-            if time.monotonic() - started > startup_timeout_s:
-                raise VLLMServerError(
-                    f"the vLLM server was not up at {server.base_url} within {startup_timeout_s:g} s "
-                    f"(student.generate.vllm_startup_timeout_s){where}: {shown}\n"
-                    f"--- last lines of its output ---\n{server.log_tail()}")
-            time.sleep(0.5)
-        log.info("vLLM server up at %s after %.1f s", server.base_url, time.monotonic() - started)
-        yield server
-    finally:
-        _stop(process)
-        pump.join(timeout=5)
-        if log_file:
-            log_file.close()
+    with _sigterm_unwinds():
+        try:
+            while True:
+                if process.poll() is not None:
+                    pump.join(timeout=5)
+                    raise VLLMServerError(f"the vLLM server exited with code {process.returncode} before it was up"
+                                          f"{where}: {shown}\n--- last lines of its output ---\n{server.log_tail()}")
+                models = _models(server.base_url, api_key)
+                if models is not None:
+                    if served_model_name not in models:
+                        raise VLLMServerError(f"the vLLM server at {server.base_url} serves {models}, "
+                                              f"not {served_model_name!r}: {shown}")
+                    break
+                if time.monotonic() - started > startup_timeout_s:
+                    raise VLLMServerError(
+                        f"the vLLM server was not up at {server.base_url} within {startup_timeout_s:g} s "
+                        f"(student.generate.vllm_startup_timeout_s){where}: {shown}\n"
+                        f"--- last lines of its output ---\n{server.log_tail()}")
+                time.sleep(0.5)
+            log.info("vLLM server up at %s after %.1f s", server.base_url, time.monotonic() - started)
+            yield server
+        finally:
+            _stop(process)
+            pump.join(timeout=5)
+            if log_file:
+                log_file.close()
 
 
 def complete_prompts(server: VLLMServer, prompts: list[str], *, max_tokens: int, temperature: float, top_p: float,
