@@ -117,9 +117,13 @@ def test_a_killed_client_leaves_no_server(tmp_path, signal_name):
     proc.send_signal(getattr(signal, signal_name))
     proc.wait(timeout=60)
     deadline = time.monotonic() + 30
-    while psutil.pid_exists(server) and psutil.Process(server).status() != psutil.STATUS_ZOMBIE:
-        assert time.monotonic() < deadline, f"the server outlived its client ({signal_name})"
-        time.sleep(0.2)
+    try:
+        while psutil.pid_exists(server) and psutil.Process(server).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, f"the server outlived its client ({signal_name})"
+            time.sleep(0.2)
+    finally:
+        if psutil.pid_exists(server):
+            os.kill(server, signal.SIGKILL)
 
 
 def test_a_missing_command_names_the_key_and_the_make_target():
