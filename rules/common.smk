@@ -15,6 +15,13 @@ for _role in ("teacher", "referee", "generator"):
             f"llm.endpoints ({', '.join(config['llm']['endpoints'])})"
         )
 
+# Every endpoint, key, model and the base student checked before any job runs (the jobs of a
+# cluster run parse this file again: only the main process checks).
+if workflow.is_main_process:
+    from lionflow.preflight import preflight
+
+    preflight(config)
+
 RESULTS = f"results/{config['run']}"
 ITER = f"{RESULTS}/iter{{k}}"
 N_ITERATIONS = config["iterations"]

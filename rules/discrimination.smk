@@ -10,6 +10,7 @@ rule answer_with_student:
         answers=f"{ITER}/student_cache.jsonl",
     params:
         generate=config["student"]["generate"],
+        device=config["student"]["device"],
         seed=config["seed"],
     threads: TORCH_THREADS
     log:

@@ -11,6 +11,7 @@ rule evaluate_student:
         details=f"{RESULTS}/eval/{{checkpoint}}_lm_eval.json",
     params:
         lm_eval=config["eval"]["lm_eval"],
+        device=config["student"]["device"],
     threads: TORCH_THREADS
     log:
         f"logs/{config['run']}/evaluate_student_{{checkpoint}}.log",

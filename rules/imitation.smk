@@ -32,10 +32,14 @@ rule answer_with_teacher:
 
 
 rule build_base_student:
+    input:
+        # a forced chat template is an input: editing it rebuilds the student and what follows
+        chat_template=[] if config["student"]["chat_template"] == "auto" else config["student"]["chat_template"],
     output:
         directory(f"{RESULTS}/base_student"),
     params:
         base_model=config["student"]["base_model"],
+        chat_template=config["student"]["chat_template"],
         seed=config["seed"],
     log:
         f"logs/{config['run']}/build_base_student.log",
@@ -53,6 +57,7 @@ rule train_student:
     params:
         train=lambda wc: json.dumps({**config["student"]["train"], "seed": config["seed"] + int(wc.k)}),
         launch=accelerate_launch_args,
+        device=config["student"]["device"],
         # Not an output: Snakemake keeps it when a job dies, so a rerun resumes from it.
         state_dir=f"{ITER}/student.resume",
     threads: TORCH_THREADS
@@ -63,4 +68,4 @@ rule train_student:
     shell:
         "OMP_NUM_THREADS={threads} {PYTHON} -m accelerate.commands.launch {params.launch} -m lionflow.student.train"
         " --init {input.init} --data {input.data} --out {output} --state-dir {params.state_dir}"
-        " --config-json {params.train:q} > {log} 2>&1"
+        " --device {params.device} --config-json {params.train:q} > {log} 2>&1"

@@ -42,6 +42,7 @@ rule answer_questions_with_student:
         answers=f"{JUDGE_DIR}/{{checkpoint}}_answers.jsonl",
     params:
         generate=config["student"]["generate"],
+        device=config["student"]["device"],
         seed=config["seed"],
         limit=JUDGE["limit"],
     threads: TORCH_THREADS

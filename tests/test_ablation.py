@@ -22,7 +22,8 @@ def test_t_interval_by_hand():
 
 
 def _summary(evals, judges=None, requests=100):
-    return {"run": "r", "base_eval": evals[0], "final_eval": evals[-1], "iterations": [
+    evals = [{**e, "suite": sum(e.values()) / len(e)} for e in evals]  # the lm-eval group's declared average
+    return {"run": "r", "base_eval": evals[0], "final_eval": evals[-1], "lm_eval_groups": ["suite"], "iterations": [
         {"iteration": k, "eval": e, "judge": None if judges is None else {"overall": {"mean_relative": judges[k - 1]}},
          "llm": {"referee": {"requests": requests}, "generator": {"requests": 10 * k}}}
         for k, e in enumerate(evals, 1)]}

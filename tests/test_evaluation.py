@@ -3,6 +3,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from lionflow.evaluation import main_metric, run_lm_eval
 from lionflow.student.builtin import build_tiny_student
 
@@ -12,6 +14,7 @@ LM_EVAL = Path(__file__).resolve().parents[1] / "resources" / "lm_eval"
 def test_main_metric():
     assert main_metric({"alias": "x", "exact_match,strip": 0.5, "exact_match_stderr,strip": 0.1}) == (
         "exact_match,strip", 0.5)
+    assert main_metric({"acc,none": 0.5, "exact_match,strip": 0.25})[1] == 0.5
     assert main_metric({"acc,none": 0.25, "acc_norm,none": 0.3, "acc_stderr,none": 0.1})[1] == 0.25
 
 
@@ -20,7 +23,7 @@ def test_run_lm_eval(tmp_path, monkeypatch):
     # resolve relative to the YAML, not the working directory.
     inc = tmp_path / "lm_eval"
     (inc / "data").mkdir(parents=True)
-    for f in ["oracle_gen.yaml", "oracle_mc.yaml", "utils.py"]:
+    for f in ["_oracle_template_yaml", "oracle.yaml", "oracle_gen.yaml", "oracle_mc.yaml", "utils.py"]:
         shutil.copy(LM_EVAL / f, inc / f)
     gen = [{"question": f"What is {a} + 1?", "answer": str(a + 1), "family": "add", "level": 1} for a in range(4)]
     mc = [{"question": f"Is {a} even or odd?", "choices": ["even", "odd"], "label": a % 2, "family": "parity"}
@@ -31,9 +34,11 @@ def test_run_lm_eval(tmp_path, monkeypatch):
                                intermediate_size=128, max_length=256)
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "eval" / "results.json"
-    scores = run_lm_eval(model, ["oracle_gen", "oracle_mc"], inc, out, batch_size=4)
-    assert set(scores) == {"oracle_gen", "oracle_mc"}
+    scores, groups = run_lm_eval(model, ["oracle"], inc, out, batch_size=4)
+    assert set(scores) == {"oracle_gen", "oracle_mc", "oracle"} and groups == ["oracle"]
     assert all(0.0 <= v <= 1.0 for v in scores.values())
+    # The group's score is the unweighted mean its YAML declares.
+    assert scores["oracle"] == pytest.approx((scores["oracle_gen"] + scores["oracle_mc"]) / 2)
     saved = json.loads(out.read_text())
     assert saved["lionflow"]["scores"] == scores
     assert saved["n-samples"]["oracle_mc"]["effective"] == 4 and "samples" not in saved
@@ -42,5 +47,5 @@ def test_run_lm_eval(tmp_path, monkeypatch):
     other.mkdir()
     (other / "oracle_gen.jsonl").write_text("".join(json.dumps(r) + "\n" for r in gen[:2]))
     (other / "oracle_mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mc[:2]))
-    run_lm_eval(model, ["oracle_gen", "oracle_mc"], inc, out, batch_size=4, data_dir=other)
+    run_lm_eval(model, ["oracle"], inc, out, batch_size=4, data_dir=other)
     assert json.loads(out.read_text())["n-samples"]["oracle_gen"]["effective"] == 2

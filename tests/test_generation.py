@@ -19,6 +19,12 @@ FILTERS = Filters(min_words=4, rouge_threshold=0.7, leak_words=("#Given Prompt#"
     ("Here is my Created Prompt: what is 1 + 2?", "stop", "leaked_template"),
     ("What is 12 + 30?", "stop", None),
     ('"Lion" reversed is what word?', "stop", None),
+    # not text: a real small model produced the replacement character; control characters likewise
+    ("What is the first letter of \ufffd\ufffd?", "stop", "not_text"),
+    ("Sort these numbers: 3, 1,\x00 2", "stop", "not_text"),
+    ("Count the letters in \x1b[31mred\x1b[0m please", "stop", "not_text"),
+    ("Sort these numbers:\n3, 1, 2\tplease", "stop", None),
+    ("Wie viele Buchstaben hat das Wort \"Löwe\"?", "stop", None),
 ])
 def test_cheap_filters(text, finish, reason):
     assert reject_reason(text, finish, FILTERS) == reason

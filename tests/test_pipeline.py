@@ -75,7 +75,8 @@ def test_every_artifact_validates(workdir):
     assert first["n_hard"] + first["n_easy"] + first["referee_failures"] == 18
     assert second["train_pool_size"] == first["new_hard"] + first["new_easy"]
     assert second["cache_pool_size"] == 18 + second["train_pool_size"]
-    assert set(summary["base_eval"]) == set(summary["final_eval"]) == {"oracle_gen", "oracle_mc"}
+    assert set(summary["base_eval"]) == set(summary["final_eval"]) == {"oracle_gen", "oracle_mc", "oracle"}
+    assert summary["lm_eval_groups"] == ["oracle"]
     # The Alpaca input field reaches the teacher's answers and the referee.
     scores = {r["id"]: r for r in read_jsonl(run / "iter1" / "referee_scores.jsonl", "referee_score")}
     assert scores["seed-0007"]["input"] == "68, 29, 98"

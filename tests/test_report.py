@@ -28,15 +28,17 @@ def summary():
         {"iteration": k, "train_pool_size": 10, "cache_pool_size": 10 * k, "n_hard": h, "n_easy": 10 * k - h,
          "new_hard": 3, "new_easy": 3, "teacher_score_mean": 9.0, "student_score_mean": s, "referee_failures": 0,
          "llm": {st: _stats(5 * k, k) for st in ("teacher_train", "teacher_cache", "referee", "generator")},
-         "eval": {"task_a": a, "task_b": b}, "judge": _judge(f"iter{k}", 8, j)}
+         "eval": {"task_a": a, "task_b": b, "suite": (a + b) / 2}, "judge": _judge(f"iter{k}", 8, j)}
         for k, h, s, a, b, j in ((1, 6, 6.5, 0.5, 0.25, 6), (2, 8, 7.0, 0.75, 0.5, 7))]
-    s = {"run": "t", "iterations": iterations, "base_eval": {"task_a": 0.25, "task_b": 0.0},
+    s = {"run": "t", "iterations": iterations, "base_eval": {"task_a": 0.25, "task_b": 0.0, "suite": 0.125},
+         "lm_eval_groups": ["suite"],
          "final_eval": iterations[-1]["eval"], "base_judge": _judge("base", 8, 2), "eval_llm": {"reference": _stats(4, 0)}}
     validate(s, "summary", "test")
     return s
 
 
 def test_reasoning_table_has_every_checkpoint_per_task_and_average(summary):
+    # The average column is the group's own score (the one its YAML declares), not recomputed here.
     header, rows = reasoning_table(summary)
     assert header == ["checkpoint", "task_a", "task_b", "average"]
     assert rows == [["base", "25.0", "0.0", "12.5"], ["iter1", "50.0", "25.0", "37.5"], ["iter2", "75.0", "50.0", "62.5"]]

@@ -22,3 +22,13 @@ def load_oracle_gen(**kwargs):
 
 def load_oracle_mc(**kwargs):
     return _load("oracle_mc.jsonl", **kwargs)
+
+
+def exact_answer(text: str) -> str:
+    """The answer as the oracle tasks score it: first line, without surrounding space or a final full stop."""
+    lines = text.strip().splitlines()
+    return (lines[0] if lines else "").strip().removesuffix(".").rstrip()
+
+
+def exact_match(doc: dict, results: list[str]) -> dict:
+    return {"acc": float(exact_answer(results[0]) == exact_answer(doc["answer"]))}

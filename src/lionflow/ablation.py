@@ -58,9 +58,10 @@ def outcome_metrics(summary: dict) -> dict[tuple[str, int], float]:
     out = {}
     for it in summary["iterations"]:
         k = it["iteration"]
+        groups = summary.get("lm_eval_groups", [])
         for task, value in sorted(it["eval"].items()):
-            out[f"lm-eval {task} (%)", k] = 100 * value
-        out["lm-eval average (%)", k] = 100 * statistics.fmean(it["eval"].values())
+            name = ("average" if len(groups) == 1 else f"{task} average") if task in groups else task
+            out[f"lm-eval {name} (%)", k] = 100 * value
         judge = it.get("judge")
         if judge and judge["overall"]["mean_relative"] is not None:
             out["open-ended relative score (%)", k] = judge["overall"]["mean_relative"]

@@ -1,6 +1,8 @@
 """Final evaluation with lm-eval on the oracle task YAMLs (resources/lm_eval).
 
-Called through the Python API, not the CLI, so the results land at a fixed path.
+Called through the Python API, not the CLI, so the results land at a fixed path. Prompts are
+rendered by the checkpoint's own chat template (`apply_chat_template`), the format the student
+was trained on; a group's average is the one its YAML declares (`aggregate_metric_list`).
 """
 import json
 import logging
@@ -8,7 +10,7 @@ import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
-MAIN_METRICS = ("exact_match", "acc", "acc_norm", "f1", "bleu")  # first found is the task's score
+MAIN_METRICS = ("acc", "exact_match", "acc_norm", "f1", "bleu")  # first found is the task's score
 
 
 def main_metric(task_results: dict) -> tuple[str, float]:
@@ -33,26 +35,35 @@ def _json_default(x):
 
 
 def run_lm_eval(model_dir, tasks: list[str], include_path, out_json, batch_size: int = 16,
-                limit: int | None = None, device: str = "cpu", data_dir=None) -> dict[str, float]:
-    """Evaluate model_dir on lm-eval tasks; write the results JSON; return {task: score}.
+                limit: int | None = None, device: str = "auto", data_dir=None) -> tuple[dict[str, float], list[str]]:
+    """Evaluate model_dir on lm-eval tasks and groups; write the results JSON.
 
+    Returns ({task or group: score}, [group names]): every task's main metric and every group's declared
+    average. device: `student.device` (auto: the job's GPU, in bfloat16, when it has one).
     data_dir overrides where the oracle YAMLs read their data (default: data/ beside them).
     """
     import lm_eval
     from lm_eval.tasks import TaskManager
 
+    from .student.device import default_dtype, resolve_device
+
     t0 = time.time()
-    dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    device = resolve_device(device)
     results = lm_eval.simple_evaluate(
-        model="hf", model_args=f"pretrained={model_dir},dtype={dtype}", tasks=list(tasks),
+        model="hf", model_args=f"pretrained={model_dir},dtype={default_dtype(device)}", tasks=list(tasks),
         # task metadata reaches the YAMLs' custom_dataset loader (utils.py) as kwargs
         task_manager=TaskManager(include_path=str(include_path),
                                  metadata={"data_dir": str(data_dir)} if data_dir else None),
-        batch_size=batch_size, device=device, limit=limit, num_fewshot=0, log_samples=False)
-    scores = {task: main_metric(results["results"][task])[1] for task in tasks}
-    results["lionflow"] = {"scores": scores, "wall_time_s": round(time.time() - t0, 2)}
+        batch_size=batch_size, device=device, limit=limit, num_fewshot=0, log_samples=False,
+        apply_chat_template=True)
+    groups = sorted(g for g, r in results.get("groups", {}).items() if any("," in k for k in r))
+    scores = {name: main_metric(r)[1] for name, r in results["results"].items()
+              if name not in groups and any("," in k for k in r)}
+    scores |= {g: main_metric(results["groups"][g])[1] for g in groups}
+    results["lionflow"] = {"scores": scores, "groups": groups, "device": device,
+                           "wall_time_s": round(time.time() - t0, 2)}
     results.pop("samples", None)
     Path(out_json).parent.mkdir(parents=True, exist_ok=True)
     Path(out_json).write_text(json.dumps(results, indent=1, default=_json_default))
-    log.info("lm-eval %s in %.1fs: %s", model_dir, time.time() - t0, scores)
-    return scores
+    log.info("lm-eval %s on %s in %.1fs: %s", model_dir, device, time.time() - t0, scores)
+    return scores, groups

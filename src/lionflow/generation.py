@@ -4,7 +4,7 @@ Each request shows the generator one example drawn at random (seeded polars samp
 replacement) and carries its own
 `seed`, so two requests built on the same example are distinct requests (and distinct cache
 entries). Replies go through the paper's filters - cut off by the length limit, 3 words or
-fewer, starting with punctuation, leaking the template's own words, ROUGE-L F > threshold
+fewer, not text (control or replacement characters), starting with punctuation, leaking the template's own words, ROUGE-L F > threshold
 against the cache pool or an instruction kept before - and rejected ones are kept with their
 reason. Rounds repeat until the requested count is kept or `max_rounds` is reached.
 """
@@ -12,6 +12,7 @@ reason. Rounds repeat until the requested count is kept or `max_rounds` is reach
 from __future__ import annotations
 
 import logging
+import unicodedata
 import zlib
 from dataclasses import dataclass
 
@@ -31,10 +32,19 @@ class Filters:
     leak_words: tuple[str, ...] = ()
 
 
+def is_text(text: str) -> bool:
+    """No control characters (tab and newline allowed), no U+FFFD replacement characters (a decoding
+    failure; a real small model produced one), no unpaired surrogates or private-use characters."""
+    return not any(ch == "\ufffd" or (unicodedata.category(ch) in ("Cc", "Cs", "Co", "Cn") and ch not in "\t\n\r")
+                   for ch in text)
+
+
 def reject_reason(text: str, finish_reason: str, filters: Filters) -> str | None:
     """The first cheap filter that rejects a generated instruction, or None."""
     if finish_reason == "length":
         return "truncated"
+    if not is_text(text):
+        return "not_text"
     if len(text.split()) < filters.min_words:
         return "too_short"
     if not text[0].isalnum() and text[0] not in "\"'(":

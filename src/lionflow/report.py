@@ -8,7 +8,6 @@ Agg backend: no display needed.
 from __future__ import annotations
 
 import math
-import statistics
 from pathlib import Path
 
 import matplotlib
@@ -37,19 +36,24 @@ def _judges(summary: dict) -> dict[str, dict | None]:
             **{f"iter{it['iteration']}": it.get("judge") for it in summary["iterations"]}}
 
 
-def lm_eval_average(metrics: dict) -> float:
-    return statistics.fmean(metrics.values())
+def lm_eval_columns(summary: dict) -> tuple[list[str], list[str]]:
+    """(tasks, groups) of the run's lm-eval results: a group's score is the average its YAML declares
+    (aggregate_metric_list); the report computes none of its own."""
+    groups = [g for g in summary.get("lm_eval_groups", []) if g in summary["base_eval"]]
+    return [t for t in sorted(summary["base_eval"]) if t not in groups], groups
+
+
+def group_label(group: str, groups: list[str]) -> str:
+    return "average" if len(groups) == 1 else f"{group} (average)"
 
 
 # ---------------------------------------------------------------- tables: (header, rows)
 
 def reasoning_table(summary: dict) -> tuple[list[str], list[list[str]]]:
-    """lm-eval main metric (in %) per task and their average, for the base and every checkpoint."""
-    evals = _evals(summary)
-    tasks = sorted(summary["base_eval"])
-    rows = [[name] + [pct(100 * m[t]) if t in m else "n/a" for t in tasks] + [pct(100 * lm_eval_average(m))]
-            for name, m in evals.items()]
-    return ["checkpoint", *tasks, "average"], rows
+    """lm-eval main metric (in %) per task and each group's declared average, for the base and every checkpoint."""
+    tasks, groups = lm_eval_columns(summary)
+    rows = [[name] + [pct(100 * m[t]) if t in m else "n/a" for t in tasks + groups] for name, m in _evals(summary).items()]
+    return ["checkpoint", *tasks, *(group_label(g, groups) for g in groups)], rows
 
 
 def open_ended_table(summary: dict) -> tuple[list[str], list[list[str]]]:
@@ -137,7 +141,8 @@ def run_report_markdown(summary: dict) -> str:
                   "score in an order are left out of both orders' totals and counted as failed.", "",
                   markdown(open_ended_table(summary)), "", f"Per category, {final_name}:", "",
                   markdown(category_table(final)), ""]
-    parts += ["## Reasoning (lm-eval, %)", "", "Main metric per task, zero-shot; `average` is the unweighted mean.",
+    parts += ["## Reasoning (lm-eval, %)", "", "Main metric per task, zero-shot, prompts in the student's chat template; "
+              "`average` is the one the lm-eval group declares (`aggregate_metric_list`).",
               "", markdown(reasoning_table(summary)), "",
               "## The loop", "", markdown(loop_table(summary)), "",
               "## LLM requests per stage", "", markdown(requests_table(summary)), ""]
@@ -214,10 +219,12 @@ def plot_eval_by_checkpoint(summary: dict, path) -> None:
     fig, axes = plt.subplots(1, 2 if has_judge else 1, figsize=(11 if has_judge else 6, 4), squeeze=False)
     ax = axes[0, 0]
     evals = _evals(summary)
-    for task in sorted(summary["base_eval"]):
+    tasks, groups = lm_eval_columns(summary)
+    for task in tasks:
         ax.plot(x, [100 * evals[n].get(task, float("nan")) for n in names], marker="o", label=task)
-    ax.plot(x, [100 * lm_eval_average(evals[n]) for n in names], marker="s", color="black", linestyle="--",
-            label="average")
+    for group in groups:
+        ax.plot(x, [100 * evals[n].get(group, float("nan")) for n in names], marker="s", linestyle="--",
+                label=group_label(group, groups))
     ax.set(xticks=x, xticklabels=names, ylabel="lm-eval main metric (%)", title="Reasoning (lm-eval)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)

@@ -67,10 +67,12 @@ def summarize(inputs, out_path: str, run: str) -> dict:
             evaluation=read_json(inputs.iteration_evals[i], "eval_metrics")["metrics"],
             judge=judges.get(f"iter{i + 1}"),
         ))
+    base_eval = read_json(inputs.base_eval, "eval_metrics")
     summary = {
         "run": run,
         "iterations": iterations,
-        "base_eval": read_json(inputs.base_eval, "eval_metrics")["metrics"],
+        "base_eval": base_eval["metrics"],
+        "lm_eval_groups": base_eval["groups"],
         "final_eval": iterations[-1]["eval"],
         "base_judge": judges.get("base"),
         "eval_llm": eval_llm,

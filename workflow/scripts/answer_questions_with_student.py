@@ -12,5 +12,6 @@ questions = load_questions(snakemake.input.questions, snakemake.params.limit)
 cfg = GenerateConfig(**snakemake.params.generate, seed=snakemake.params.seed)
 checkpoint = snakemake.wildcards.checkpoint
 n = write_jsonl(snakemake.output.answers,
-                answer_records(snakemake.input.student, questions, cfg, model=f"student:{checkpoint}"), "answer")
+                answer_records(snakemake.input.student, questions, cfg, model=f"student:{checkpoint}",
+                               device=snakemake.params.device), "answer")
 log.info("student %s answered %d questions", checkpoint, n)

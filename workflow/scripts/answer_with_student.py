@@ -10,5 +10,6 @@ torch.set_num_threads(snakemake.threads)
 pool = read_jsonl(snakemake.input.pool, "instruction")
 cfg = GenerateConfig(**snakemake.params.generate, seed=snakemake.params.seed)
 n = write_jsonl(snakemake.output.answers,
-                answer_records(snakemake.input.student, pool, cfg, model=f"student:{snakemake.wildcards.k}"), "answer")
+                answer_records(snakemake.input.student, pool, cfg, model=f"student:{snakemake.wildcards.k}",
+                               device=snakemake.params.device), "answer")
 log.info("student answered %d instructions", n)

@@ -320,6 +320,8 @@ class _Server:
         return _json(200, dataclasses.asdict(self.config))
 
     async def models(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _json(401, {"error": {"message": "invalid API key", "type": "authentication_error"}})
         return _json(200, {"object": "list", "data": [{"id": "oracle", "object": "model", "created": 0,
                                                        "owned_by": "lionflow"}]})
 

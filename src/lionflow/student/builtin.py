@@ -50,19 +50,27 @@ def build_tiny_student(out_dir, seed: int = 0, hidden_size: int = 192, num_layer
     return out_dir
 
 
-def resolve_base_model(spec: str, out_dir, seed: int = 0) -> Path:
+def resolve_base_model(spec: str, out_dir, seed: int = 0, chat_template: str = "auto") -> Path:
     """`builtin:tiny` -> build locally; a local `.gguf` file -> dequantized checkpoint; otherwise an HF
-    id or local dir, copied into out_dir (`save_pretrained`: model, tokenizer, chat template)."""
-    if spec == "builtin:tiny":
-        return build_tiny_student(out_dir, seed=seed)
+    id or local dir, copied into out_dir (`save_pretrained`: model, tokenizer, chat template).
+
+    The chat template saved here (`student.chat_template`) is the student's prompt format for the
+    whole run: every later checkpoint and lm-eval read it from the tokenizer."""
     import os
+    if spec == "builtin:tiny":
+        build_tiny_student(out_dir, seed=seed)
+        if chat_template == "auto":
+            return Path(out_dir)
+        tokenizer = ensure_chat_template(AutoTokenizer.from_pretrained(out_dir), chat_template)
+        tokenizer.save_pretrained(out_dir)
+        return Path(out_dir)
     if spec.endswith(".gguf"):
         tokenizer, model = load_gguf(spec)
     else:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1" or Path(spec).is_dir()
         tokenizer = AutoTokenizer.from_pretrained(spec, local_files_only=offline)
         model = AutoModelForCausalLM.from_pretrained(spec, local_files_only=offline)
-    tokenizer = ensure_chat_template(tokenizer)
+    tokenizer = ensure_chat_template(tokenizer, chat_template)
     tokenizer.padding_side = "left"
     if model.generation_config.pad_token_id is None:
         model.config.pad_token_id = model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -11,6 +11,7 @@ import torch
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from .device import default_dtype, resolve_device
 from .prompting import ensure_chat_template, prompt_text
 
 
@@ -37,17 +38,18 @@ class GenerateConfig:
 
 
 def generate_answers(model_dir, items: list[dict], cfg: GenerateConfig = GenerateConfig(),
-                     device: str | None = None) -> list[dict]:
-    """items: dicts with instruction, input. Returns [{answer, finish_reason}] in input order."""
+                     device: str = "auto") -> list[dict]:
+    """items: dicts with instruction, input. Returns [{answer, finish_reason}] in input order.
+    device: `student.device` (auto: the job's GPU when it has one)."""
     if cfg.backend == "vllm":
         return _generate_vllm(model_dir, items, cfg)
     if cfg.backend != "hf":
         raise ValueError(f"student.generate.backend must be 'hf' or 'vllm', not {cfg.backend!r}")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     on_gpu = device.startswith("cuda")
     tokenizer = ensure_chat_template(AutoTokenizer.from_pretrained(model_dir))
     tokenizer.padding_side = "left"  # decoder-only: generated tokens must follow the prompt
-    dtype = ("bfloat16" if on_gpu else "float32") if cfg.dtype == "auto" else cfg.dtype
+    dtype = default_dtype(device) if cfg.dtype == "auto" else cfg.dtype
     # On CPU, batched decoding with SDPA is no faster than eager attention (batch 128, 2 cores: same
     # speed in float32, 1.5x slower in bfloat16); on GPU SDPA's fused kernels win.
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype),
@@ -105,8 +107,8 @@ def _generate_vllm(model_dir, items: list[dict], cfg: GenerateConfig) -> list[di
                                 request_timeout_s=cfg.vllm_request_timeout_s)
 
 
-def answer_records(model_dir, items: list[dict], cfg: GenerateConfig, model: str) -> list[dict]:
+def answer_records(model_dir, items: list[dict], cfg: GenerateConfig, model: str, device: str = "auto") -> list[dict]:
     """The student's answers to `items` (dicts with id, instruction, input) as `answer` artifact records."""
-    answers = generate_answers(model_dir, items, cfg)
+    answers = generate_answers(model_dir, items, cfg, device=device)
     return [{"id": it["id"], "instruction": it["instruction"], "input": it["input"], "answer": a["answer"],
              "model": model, "finish_reason": a["finish_reason"]} for it, a in zip(items, answers)]

@@ -1,4 +1,10 @@
-"""The student's prompt format (Alpaca), defined once in resources/prompts/student_chat_template.jinja."""
+"""The student's one prompt format: its own chat template (set once, when the base student is built).
+
+Training, the student's answers, the judge's questions and lm-eval (`apply_chat_template`) all
+render prompts with the checkpoint's tokenizer's chat template. Base models without one get the
+Alpaca template of resources/prompts/student_chat_template.jinja; `student.chat_template` can force
+another.
+"""
 import os
 from pathlib import Path
 
@@ -22,9 +28,15 @@ def prompt_text(tokenizer, instruction: str, input: str | None = "") -> str:
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
-def ensure_chat_template(tokenizer):
-    """Base models ship without a chat template (or pad token); give them ours."""
-    if not getattr(tokenizer, "chat_template", None):
+def ensure_chat_template(tokenizer, setting: str = "auto"):
+    """The student's template: `setting` is auto (the model's own, or ours for a model without one) or a
+    path to a Jinja chat template that replaces it. Also a pad token for models without one."""
+    if setting != "auto":
+        path = Path(setting)
+        if not path.is_file():
+            raise FileNotFoundError(f"student.chat_template: {path} is not a file (auto, or a Jinja chat template)")
+        tokenizer.chat_template = path.read_text()
+    elif not getattr(tokenizer, "chat_template", None):
         tokenizer.chat_template = chat_template()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -30,6 +30,7 @@ from accelerate import Accelerator
 from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
 
 from ..artifacts import read_jsonl
+from .device import resolve_device
 from .prompting import ensure_chat_template, prompt_text
 
 log = logging.getLogger("lionflow.student.train")
@@ -118,11 +119,13 @@ def _save_state(accelerator, state_dir: Path, progress: dict):
     accelerator.wait_for_everyone()
 
 
-def train(init_dir, examples: list[dict], out_dir, cfg: TrainConfig = TrainConfig(), state_dir=None) -> dict:
+def train(init_dir, examples: list[dict], out_dir, cfg: TrainConfig = TrainConfig(), state_dir=None,
+          device: str = "auto") -> dict:
     t0 = time.time()
-    use_bf16 = cfg.bf16 and torch.cuda.is_available()
-    # cpu=True on a machine without CUDA: several processes then train over gloo.
-    accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no", cpu=not torch.cuda.is_available())
+    on_gpu = resolve_device(device).startswith("cuda")
+    use_bf16 = cfg.bf16 and on_gpu
+    # cpu=True without a GPU (or with student.device: cpu): several processes then train over gloo.
+    accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no", cpu=not on_gpu)
     seed_everything(cfg.seed)
 
     # gradient accumulation: effective batch = per_device x processes x accumulation
@@ -231,11 +234,12 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     p.add_argument("--state-dir", help="resumable training state (default: <out>.resume)")
     p.add_argument("--config-json", default="{}", help="TrainConfig overrides as JSON")
+    p.add_argument("--device", default="auto", help="student.device: auto (the job's GPU when it has one), cpu, cuda[:N]")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     examples = read_jsonl(a.data, "answer")
     train(a.init, examples, a.out, TrainConfig.from_dict(json.loads(a.config_json)),
-          state_dir=a.state_dir or f"{a.out.rstrip('/')}.resume")
+          state_dir=a.state_dir or f"{a.out.rstrip('/')}.resume", device=a.device)
 
 
 if __name__ == "__main__":
