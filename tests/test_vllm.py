@@ -137,6 +137,21 @@ def test_the_vllm_backend_needs_its_configuration():
         generate_answers("unused", oracle_items(1), GenerateConfig(backend="vllm"))
 
 
+def test_preflight_checks_the_vllm_command_and_context(tmp_path):
+    from lionflow.preflight import check_vllm
+    generate = {**generate_defaults(), "backend": "vllm", "max_new_tokens": 512, "vllm_max_model_len": 512,
+                "vllm_command": [str(tmp_path / "no-env" / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server"]}
+    problems = check_vllm({"student": {"generate": generate}})
+    assert len(problems) == 2
+    assert problems[0].startswith(f"student.generate.vllm_command: {tmp_path}/no-env/bin/python does not exist")
+    assert "max_new_tokens=512 does not fit student.generate.vllm_max_model_len=512" in problems[1]
+    ok = {**generate, "vllm_command": f"{sys.executable} -m vllm.entrypoints.openai.api_server", "max_new_tokens": 64}
+    assert check_vllm({"student": {"generate": ok}}) == []
+    # a bare name may exist on the compute nodes only: not checked
+    assert check_vllm({"student": {"generate": {**ok, "vllm_command": ["apptainer", "exec", "vllm.sif"]}}}) == []
+    assert check_vllm({"student": {"generate": {**generate, "backend": "hf"}}}) == []
+
+
 def test_the_schema_defaults_make_a_complete_config():
     cfg = GenerateConfig(**generate_defaults())
     assert cfg.backend == "hf" and cfg.vllm_command[0] == ".venv-vllm/bin/python"
