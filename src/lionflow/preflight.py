@@ -1,7 +1,7 @@
 """Checks run when the workflow is parsed (so `snakemake -n` reports them too), before any job runs
 and before anything is paid: every endpoint in use answers, accepts its API key and serves the
 role's model with room for its `max_tokens`; the student's base model exists and holds
-`student.train.max_length` tokens. Every problem names the role (config key), the endpoint and its
+`student.train.max_length` tokens; with `student.generate.backend: vllm`, the server's executable exists. Every problem names the role (config key), the endpoint and its
 URL; all of them are reported at once.
 """
 from __future__ import annotations
@@ -125,9 +125,32 @@ def check_student(config: dict) -> list[str]:
     return problems
 
 
+def check_vllm(config: dict) -> list[str]:
+    """backend vllm: the server's executable exists (when given as a path: a bare name such as
+    `apptainer` may exist on the compute nodes only) and the answers fit the server's context."""
+    generate = config["student"]["generate"]
+    if generate["backend"] != "vllm":
+        return []
+    from .student.vllm_server import parse_command
+
+    problems = []
+    try:
+        executable = parse_command(generate["vllm_command"])[0]
+    except ValueError as e:
+        return [str(e)]
+    if os.sep in executable and not Path(executable).is_file():
+        problems.append(f"student.generate.vllm_command: {executable} does not exist (`make vllm` builds the "
+                        "project's .venv-vllm; on a cluster give your vLLM environment's python or a container)")
+    max_len, max_new = generate["vllm_max_model_len"], generate["max_new_tokens"]
+    if max_len and max_new >= max_len:
+        problems.append(f"student.generate.max_new_tokens={max_new} does not fit student.generate.vllm_max_model_len="
+                        f"{max_len} (prompt included)")
+    return problems
+
+
 def preflight(config: dict) -> None:
     """Raise PreflightError listing every problem found, before any job runs."""
-    problems = check_student(config)
+    problems = check_student(config) + check_vllm(config)
     if not config["llm"].get("offline"):
         problems += check_endpoints(config)
     if problems:

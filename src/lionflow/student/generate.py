@@ -1,8 +1,9 @@
 """Batched answers from the student: left padding, length-sorted batches, seeded.
 
-Two backends: Hugging Face `generate` (default, CPU or GPU) and vLLM (`backend: vllm`, GPU
-nodes, installed as the optional extra `pip install -e '.[vllm]'`), both fed the same chat-template
-prompts so that answers do not depend on the backend's prompt handling.
+Two backends: Hugging Face `generate` (default, CPU or GPU) and vLLM (`backend: vllm`): the
+checkpoint in vLLM's OpenAI server, a process of its own started from `student.generate.vllm_command`
+(vLLM pins its own torch: `make vllm` builds `.venv-vllm`, clusters point at a module or container).
+Both get the same chat-template prompts, so answers do not depend on the backend's prompt handling.
 """
 from dataclasses import dataclass
 
@@ -23,6 +24,13 @@ class GenerateConfig:
     seed: int = 0
     backend: str = "hf"  # hf | vllm
     dtype: str = "auto"  # auto (bfloat16 on GPU, float32 on CPU) | float32 | bfloat16 | float16
+    # backend vllm: the server's command and limits (defaults in config/schema.yaml; None: not configured)
+    vllm_command: str | list[str] | None = None
+    vllm_args: list[str] | None = None
+    vllm_max_model_len: int | None = None
+    vllm_startup_timeout_s: float | None = None
+    vllm_max_concurrency: int | None = None
+    vllm_request_timeout_s: float | None = None
 
     @property
     def do_sample(self) -> bool:
@@ -80,20 +88,23 @@ def decode_answer(tokenizer, new_tokens: list[int]) -> dict:
 
 
 def _generate_vllm(model_dir, items: list[dict], cfg: GenerateConfig) -> list[dict]:
-    try:
-        from vllm import LLM, SamplingParams
-    except ImportError:
-        raise RuntimeError("student.generate.backend is 'vllm' but vllm is not installed: "
-                           "pip install -e '.[vllm]' on the GPU nodes") from None
+    """The checkpoint in vLLM's OpenAI server, started from student.generate.vllm_command (its own
+    environment: a venv, a module, a container) and stopped when the answers are in."""
+    from .vllm_server import complete_prompts, vllm_server
+
+    unset = [k for k in ("vllm_command", "vllm_startup_timeout_s", "vllm_max_concurrency", "vllm_request_timeout_s")
+             if getattr(cfg, k) is None]
+    if unset:
+        raise ValueError(f"student.generate.backend is 'vllm' but student.generate.{unset[0]} is not set "
+                         "(config/schema.yaml holds the defaults)")
     tokenizer = ensure_chat_template(AutoTokenizer.from_pretrained(model_dir))
     prompts = [prompt_text(tokenizer, it["instruction"], it.get("input", "")) for it in items]
-    llm = LLM(model=str(model_dir), tokenizer=str(model_dir), seed=cfg.seed, dtype=cfg.dtype)
-    params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_new_tokens,
-                            seed=cfg.seed)
-    # vLLM schedules its own continuous batches and returns outputs in prompt order.
-    outputs = llm.generate(prompts, params)
-    return [{"answer": o.outputs[0].text.strip(),
-             "finish_reason": "length" if o.outputs[0].finish_reason == "length" else "stop"} for o in outputs]
+    with vllm_server(model_dir, command=cfg.vllm_command, served_model_name="student", seed=cfg.seed,
+                     dtype=cfg.dtype, max_model_len=cfg.vllm_max_model_len, extra_args=cfg.vllm_args,
+                     startup_timeout_s=cfg.vllm_startup_timeout_s) as server:
+        return complete_prompts(server, prompts, max_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                top_p=cfg.top_p, seed=cfg.seed, max_concurrency=cfg.vllm_max_concurrency,
+                                request_timeout_s=cfg.vllm_request_timeout_s)
 
 
 def answer_records(model_dir, items: list[dict], cfg: GenerateConfig, model: str, device: str = "auto") -> list[dict]:
