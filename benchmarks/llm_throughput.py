@@ -172,9 +172,10 @@ def shared_worker(workdir: str, url: str, name: str) -> None:
     Path(workdir, f"ready-{name}").touch()
     while not Path(workdir, "go").exists():
         time.sleep(0.001)
-    cpu, t = time.process_time(), time.monotonic()
+    cpu, t, began = time.process_time(), time.monotonic(), time.time()
     replies = llm.complete(reqs, desc=name)
     out = {"wall_s": time.monotonic() - t, "cpu_s": time.process_time() - cpu, "requests": len(reqs),
+           "began": began, "ended": time.time(),
            "answered": sum(isinstance(r, Completion) for r in replies), "stats": llm.stats.as_dict(llm.role)}
     Path(workdir, f"out-{name}.json").write_text(json.dumps(out))
 
@@ -236,15 +237,15 @@ def shared_scenario(n: int, jobs: int = 3, rpm: int = 3000, latency_s: float = 0
             time.sleep(0.05)
         before = len(server.log())
         server_cpu = server.cpu_s()
-        t = time.monotonic()
+        go = time.time()
         Path(workdir, "go").touch()
         for p in procs:
             if p.wait() != 0:
                 raise RuntimeError(f"shared scenario: a job failed (rc {p.returncode})")
-        wall = time.monotonic() - t
         server_cpu = server.cpu_s() - server_cpu
         log = server.log()[before:]
         outs = [json.loads(Path(workdir, f"out-{j}.json").read_text()) for j in range(jobs)]
+        wall = max(o["ended"] for o in outs) - go        # from the start signal to the last answer
     finally:
         server.close()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -262,7 +263,8 @@ def shared_scenario(n: int, jobs: int = 3, rpm: int = 3000, latency_s: float = 0
            "answered": sum(o["answered"] for o in outs),
            "cpu_ms_per_req": round(1000 * cpu / asked, 3), "server_cpu_ms_per_req": round(1000 * server_cpu / asked, 3),
            "retries": sum(o["stats"]["retries"] for o in outs), "failures": sum(o["stats"]["failures"] for o in outs),
-           "job_wall_s": [round(o["wall_s"], 2) for o in outs]}
+           "job_wall_s": [round(o["wall_s"], 2) for o in outs],
+           "job_start_s": [round(o["began"] - go, 2) for o in outs]}
     row.update({f"machinery.{k}": v for k, v in machinery_cost().items()})
     return row
 

@@ -38,6 +38,8 @@ class ResponseCache:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.part_name = f"part-{process_id()}.jsonl"
+        self._dir = str(self.dir)
+        self._part = f"{self._dir}/{self.part_name}"
         self._entries: dict[str, dict] | None = None
         self._offsets: dict[str, int] = {}
         self._finished: set[str] = set()          # parts whose writer is gone: read in full, never grow
@@ -65,7 +67,7 @@ class ResponseCache:
 
     def _tail(self, name: str) -> int:
         try:
-            f = open(self.dir / name, "rb")
+            f = open(f"{self._dir}/{name}", "rb")
         except FileNotFoundError:
             return 0
         with f:
@@ -130,7 +132,7 @@ class ResponseCache:
         self._append(json.dumps({"key": key, "released": True, "t": time.time()}) + "\n")
 
     def _append(self, line: str) -> None:
-        fd = os.open(self.dir / self.part_name, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(self._part, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             if not self._repaired:        # a torn line left by a killed writer must not swallow ours
                 self._repaired = True
@@ -145,7 +147,7 @@ class ResponseCache:
     def close(self) -> None:
         if self._wrote:
             self._wrote = False
-            fd = os.open(self.dir / self.part_name, os.O_RDONLY)
+            fd = os.open(self._part, os.O_RDONLY)
             try:
                 os.fsync(fd)
             finally:

@@ -476,6 +476,8 @@ class LLM:
         async def wait_for_others() -> None:
             """Read the answers of the jobs holding our deferred keys; take over from a dead or released one."""
             while deferred:
+                if not any(not t.done() for t in tasks):
+                    self.limiter.close()      # only waiting: our share of the endpoint's limits goes to the others
                 await asyncio.sleep(POLL_S)
                 self.cache.refresh(also={info["part"] for info in deferred.values()}, listing=False)
                 released = set(self.cache.take_released())

@@ -180,6 +180,10 @@ class Presence:
     def file(self) -> Path:
         return self.files[-1]
 
+    @property
+    def file_str(self) -> str:
+        return self._file_str
+
     def new_file(self) -> Path:
         """A fresh presence inode (when the current one has as many links as the filesystem allows)."""
         rel = f"live/{self.id}.{len(self.files)}"
@@ -190,6 +194,7 @@ class Presence:
         finally:
             os.close(fd)
         self.files.append(self.root / rel)
+        self._file_str = str(self.root / rel)
         return self.root / rel
 
     def beat(self) -> None:
@@ -236,9 +241,10 @@ class Claims:
         self.cache = cache
         self.presence = presence
         self.dir = Path(cache.dir) / "claims"
+        self._dir = str(self.dir)
 
-    def path(self, key: str, gen: int) -> Path:
-        return self.dir / key[:2] / f"{key}.{gen}"
+    def path(self, key: str, gen: int) -> str:
+        return f"{self._dir}/{key[:2]}/{key}.{gen}"     # (a str: pathlib costs more than the link itself)
 
     def claim(self, key: str) -> tuple[str, object]:
         """('mine', gen): send it; ('cached', None): the answer is in the cache now;
@@ -247,16 +253,16 @@ class Claims:
         while True:
             path = self.path(key, gen)
             try:
-                os.link(self.presence.file, path)
+                os.link(self.presence.file_str, path)
                 self.presence.in_flight.add(key)
                 return "mine", gen
             except FileExistsError:
                 pass
             except FileNotFoundError:
-                if path.parent.exists():
+                if os.path.isdir(os.path.dirname(path)):
                     self.presence.new_file()     # our presence file went missing: a new one
                 else:
-                    path.parent.mkdir(parents=True, exist_ok=True)
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
                 continue
             except OSError as e:
                 if e.errno != errno.EMLINK:
