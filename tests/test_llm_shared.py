@@ -287,5 +287,14 @@ def test_transport_errors_name_role_endpoint_and_url_never_the_key(case, tmp_pat
     assert secret not in reply.error
 
 
+def test_a_missing_key_names_the_role_endpoint_url_and_variable(tmp_path, monkeypatch):
+    monkeypatch.delenv("LIONFLOW_UNSET_KEY", raising=False)
+    role = _role("http://127.0.0.1:9/v1", tmp_path, api_key_env="LIONFLOW_UNSET_KEY")
+    with pytest.raises(RuntimeError, match=r"teacher via llm.endpoints.test \(http://127.0.0.1:9/v1\): environment "
+                                           r"variable LIONFLOW_UNSET_KEY is not set"):
+        LLM(role, ResponseCache(tmp_path / "cache")).complete(_requests([0, 1]))
+    assert not list((tmp_path / "cache" / "claims").rglob("*.0"))       # nothing left claimed
+
+
 if __name__ == "__main__":
     worker(Path(sys.argv[1]), sys.argv[2], sys.argv[3])

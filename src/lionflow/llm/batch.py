@@ -121,7 +121,10 @@ def complete_in_batch(llm, requests, desc: str, ids=None) -> list[Completion | L
         pending.pop(key)
     try:
         if pending:
-            _run_batch(llm, pending, where, results, desc, started)
+            try:
+                _run_batch(llm, pending, where, results, desc, started)
+            except (openai.OpenAIError, RuntimeError) as e:
+                raise RuntimeError(f"{role.where()}: batch mode: {e}") from e
         for key in _wait_for(llm, claims, held, resolve):
             for i in where[key]:
                 results[i] = LLMFailure(f"{role.where()}: request {key[:12]}"

@@ -69,8 +69,8 @@ class Endpoint:
         key = os.environ.get(self.api_key_env)
         if not key:
             raise RuntimeError(
-                f"environment variable {self.api_key_env} is not set "
-                f"(llm.endpoints.{self.name}.api_key_env); export the API key there"
+                f"environment variable {self.api_key_env} is not set (llm.endpoints.{self.name}.api_key_env, "
+                f"the key for {self.base_url}); export the API key there"
             )
         return key
 
@@ -459,7 +459,14 @@ class LLM:
                     return
                 gens[key] = info
                 if client is None:
-                    client = make_client(ep, max_retries=0)   # we retry: every attempt passes the limiter
+                    try:
+                        client = make_client(ep, max_retries=0)   # we retry: every attempt passes the limiter
+                    except RuntimeError as e:
+                        crashed.append(RuntimeError(f"{self.role.where()}: {e}"))
+                        claims.release(key, gens.pop(key), answered=False)
+                        window.release()
+                        resolve(key, None)
+                        return
                 messages, params, rid = bodies[key]
                 task = asyncio.ensure_future(self._send(client, send_slots, key, messages, params, rid))
                 task.add_done_callback(lambda t, key=key: finished(key, t))
