@@ -17,8 +17,10 @@ seen for the first time gets a full lease).
 
 Claims (exactly once). Before sending a request, a process claims its cache key by hard-linking
 its presence file to `claims/<key[:2]>/<key>.<gen>`. link() lets exactly one process win a
-name; the claim *is* the claimant's presence inode, so one heartbeat keeps the lease of every
-claim it holds and the claim names the part file where the answer will appear. A claim of
+name, like an O_CREAT|O_EXCL create, and more: the claim appears with its content (no window
+where it exists empty), and the claim *is* the claimant's presence inode, so one heartbeat (one
+utime) keeps the lease of every claim it holds, and the claim names the part file where the
+answer will appear. (The filesystem must support hard links: ext4, xfs, NFS, Lustre, GPFS do.) A claim of
 generation g is taken over only when its holder is dead and its part file lacks the answer,
 by linking generation g + 1 (again exactly one winner). A holder that gets its answer appends
 it to its part file and leaves the claim in place (the claim tells later arrivals where the
@@ -38,9 +40,16 @@ Shared limits. `SharedShare` splits an endpoint's RPM/TPM equally between the jo
 it at the moment: each job registers a member file under `limits/<endpoint>/` while it sends
 and re-counts the live members every REFRESH_S; a newcomer that finds others waits 1.5 x
 REFRESH_S before its first request, so that they have lowered their rate first. A 429's
-Retry-After is written to `limits/<endpoint>/pause`, and every member honours it. (On NFS a new
-member file reaches other nodes' directory listings within their attribute cache time,
-acdirmin; mount with `acdirmin=1` or lower REFRESH-scale for tight sharing across nodes.)
+Retry-After is written to `limits/<endpoint>/pause`, and every member honours it. A job that
+has nothing left to send but answers to wait for leaves, so that the others get its share.
+Caveat on NFS: a new member file reaches the directory listings of other nodes only when their
+cached directory attributes expire (`acdirmin`, 30 s by default), so jobs starting on different
+nodes may run at more than the limit until then; mount the cache with `acdirmin=1` (or
+`noac`) where several nodes share an endpoint's limits. Claims and the budget do not depend on
+listings: link() decides on the server.
+
+Files: `live/` (presence), `claims/` (one hard link per request ever sent: small, and it says
+which part file holds each answer; delete it when no job runs, if ever), `limits/`.
 """
 
 from __future__ import annotations
