@@ -309,8 +309,9 @@ def main():
                   f"{r['paid_at_server']} (paid/unique {r['paid_per_unique']}), {r['req_s']} req/s = "
                   f"{r['fraction_of_limit']} of the 3,000 RPM cap, {r['rejected_429']} rejected; machinery per "
                   f"paid request {r['machinery.overhead_per_paid_request_us']} us (claim+put+release "
-                  f"{r['machinery.claim_put_release_us']} us vs single-process append {r['machinery.single_append_us']} us), "
-                  f"waiter {r['machinery.waiter_claim_and_read_us']} us/request, poll round {r['machinery.poll_round_us']} us")
+                  f"{r['machinery.claim_put_release_us']} us vs single-process append "
+                  f"{r['machinery.single_append_us']} us), waiter {r['machinery.waiter_claim_and_read_us']} us/request, "
+                  f"poll round {r['machinery.poll_round_us']} us")
         if r["scenario"] == "faults":
             print(f"faults: completion {r['completion_rate']}, duplicates {r['duplicates']}, lost {r['lost']}, "
                   f"paid/unique {r['paid_per_unique']} (computed incl. faulted bodies/unique {r['computed_per_unique']}), faults injected {r['faults_injected']}, retries {r['retries']}")

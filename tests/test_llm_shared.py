@@ -232,7 +232,8 @@ def test_offline_serves_from_the_cache_and_names_what_is_missing(tmp_path):
         LLM(_role(server.url, tmp_path), ResponseCache(tmp_path / "cache")).complete(_requests(range(5)))
         url = server.url
     # The server is gone and the key unset: offline needs neither.
-    offline = LLM(_role(url, tmp_path, offline=True, api_key_env="LIONFLOW_UNSET_KEY"), ResponseCache(tmp_path / "cache"))
+    offline = LLM(_role(url, tmp_path, offline=True, api_key_env="LIONFLOW_UNSET_KEY"),
+                  ResponseCache(tmp_path / "cache"))
     replies = offline.complete(_requests(range(5)), ids=[f"i{i}" for i in range(5)])
     assert [r.content for r in replies] == [POOL[i].answer for i in range(5)] and all(r.cached for r in replies)
     assert offline.stats.paid == 0 and offline.stats.cache_hits == 5
@@ -279,7 +280,8 @@ def test_transport_errors_name_role_endpoint_and_url_never_the_key(case, tmp_pat
     config = ServerConfig(api_key="sk-other" if case == "401" else secret,
                           models=("oracle-1",) if case == "unknown model" else None)
     with TestServer(config) as server:
-        url = {"refused": "http://127.0.0.1:9/v1", "404": server.url.removesuffix("/v1") + "/nope"}.get(case, server.url)
+        url = {"refused": "http://127.0.0.1:9/v1",
+               "404": server.url.removesuffix("/v1") + "/nope"}.get(case, server.url)
         role = _role(url, tmp_path, api_key_env="LIONFLOW_TEST_KEY", retries=1,
                      model="gpt-unknown" if case == "unknown model" else "oracle-1")
         [reply] = LLM(role, ResponseCache(tmp_path / "cache")).complete(_requests([0]), ids=["i0"])

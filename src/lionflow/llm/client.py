@@ -376,8 +376,9 @@ class LLM:
         s.cost_usd += cost
         self._completion_tokens_seen.append(completion)
         if self.ledger:
-            self.ledger.record(self.role.name, self.role.model, prompt, completion, cost, endpoint=self.role.endpoint.name,
-                               served_model=served_model, system_fingerprint=system_fingerprint)
+            self.ledger.record(self.role.name, self.role.model, prompt, completion, cost,
+                               endpoint=self.role.endpoint.name, served_model=served_model,
+                               system_fingerprint=system_fingerprint)
 
     def _store(self, key: str, content: str, finish_reason: str, usage: dict, served_model: str | None = None,
                system_fingerprint: str | None = None) -> Completion:
@@ -414,7 +415,7 @@ class LLM:
         claims = Claims(self.cache, self.presence)
         client = None                                       # made at the first request we send
         send_slots = asyncio.Semaphore(ep.max_concurrency)
-        window = asyncio.Semaphore(4 * ep.max_concurrency)  # our sends alive at once: memory does not grow with the pool
+        window = asyncio.Semaphore(4 * ep.max_concurrency)  # our sends alive at once: memory does not grow
         results: list = [None] * len(requests)
         waiting: dict[str, list[int]] = {}                  # request key -> indices answered by its one call
         bodies: dict[str, tuple] = {}                       # request key -> (messages, params, id)
