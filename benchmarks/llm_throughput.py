@@ -7,7 +7,11 @@ one-at-a-time loop run here, side by side in the same run):
   tpm        TPM cap 300,000 under an RPM cap of 30,000      the TPM binds (~30 tokens a request)
   stress     latency 200 ms, capacity 64                     limit 320 req/s; CPU/request vs bare SDK
   faults     20 % injected faults of every kind, 50 ms       completion, duplicates, lost, paid/unique
-Usage: python benchmarks/llm_throughput.py [--requests 5000] [--scenarios realistic,rpm,tpm,stress,faults]
+  shared     3 concurrent jobs (processes), one RPM cap of 3,000 for all, latency 100 ms: limit 50 req/s
+             in total, 0 rejections wanted; each job asks a third of the requests plus a tenth of
+             another job's (paid once: paid/unique at the server); and the per-request cost of the
+             cross-process machinery (claim, cache append, waiter path) next to the single-process path
+Usage: python benchmarks/llm_throughput.py [--requests 5000] [--scenarios realistic,rpm,tpm,stress,faults,shared]
 Prints a table; the last line is one JSON object with `<scenario>.fraction_of_limit` and the rest.
 """
 from __future__ import annotations
@@ -17,6 +21,7 @@ import asyncio
 import collections
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -156,6 +161,114 @@ def scenario(name, n, server_opts, client_opts, limit_req_s=None, limit_tok_s=No
     return row
 
 
+def shared_worker(workdir: str, url: str, name: str) -> None:
+    """One job of the shared scenario (a process of its own): answer its requests, report wall and CPU."""
+    job = json.loads(Path(workdir, f"job-{name}.json").read_text())
+    endpoint = Endpoint(name="bench", base_url=url, max_concurrency=job["concurrency"], timeout_s=30.0,
+                        max_retries=5, rpm=job["rpm"])
+    llm = LLM(Role("teacher", endpoint, "oracle-1", PARAMS, ledger_dir=os.path.join(workdir, "ledger")),
+              ResponseCache(os.path.join(workdir, "cache")))
+    reqs = [r for seed, lo, hi in job["slices"] for r in requests_for(hi, seed)[lo:hi]]
+    Path(workdir, f"ready-{name}").touch()
+    while not Path(workdir, "go").exists():
+        time.sleep(0.001)
+    cpu, t, began = time.process_time(), time.monotonic(), time.time()
+    replies = llm.complete(reqs, desc=name)
+    out = {"wall_s": time.monotonic() - t, "cpu_s": time.process_time() - cpu, "requests": len(reqs),
+           "began": began, "ended": time.time(),
+           "answered": sum(isinstance(r, Completion) for r in replies), "stats": llm.stats.as_dict(llm.role)}
+    Path(workdir, f"out-{name}.json").write_text(json.dumps(out))
+
+
+def machinery_cost(n: int = 2000) -> dict:
+    """Microseconds per request of the cross-process machinery on this filesystem (tmp dir), next to
+    the single-process path it adds to (an append to a kept-open file)."""
+    from lionflow.llm.shared import Claims, Presence
+    with tempfile.TemporaryDirectory() as d:
+        keys = [f"{i:064x}" for i in range(n)]
+        cache = ResponseCache(os.path.join(d, "cache"))
+        claims = Claims(cache, Presence.of(cache.dir, 30.0))
+        entry = {"model": "m", "content": "x" * 200, "finish_reason": "stop", "usage": {}}
+        line = (json.dumps({"key": keys[0], **entry}) + "\n").encode()
+        fd = os.open(os.path.join(d, "single.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        t = time.perf_counter()
+        for _ in keys:                                  # what one answer cost before: one write to an open file
+            os.write(fd, line)
+        single = time.perf_counter() - t
+        os.close(fd)
+        t = time.perf_counter()
+        for k in keys:                                  # sender: claim, answer appended (open/write/close), done
+            claims.claim(k)
+            cache.put(k, entry)
+            claims.release(k, 0, answered=True)
+        sender = time.perf_counter() - t
+        other = ResponseCache(cache.dir)                # another job: finds each key claimed and answered
+        other._entries = {}
+        other_claims = Claims(other, Presence.of(cache.dir, 30.0))
+        t = time.perf_counter()
+        for k in keys:
+            other_claims.claim(k)
+        waiter = time.perf_counter() - t
+        t = time.perf_counter()
+        for _ in range(200):                            # what a waiting job does every POLL_S
+            other.refresh(also=(cache.part_name,), listing=False)
+        poll = time.perf_counter() - t
+    return {"single_append_us": round(1e6 * single / n, 2), "claim_put_release_us": round(1e6 * sender / n, 2),
+            "overhead_per_paid_request_us": round(1e6 * (sender - single) / n, 2),
+            "waiter_claim_and_read_us": round(1e6 * waiter / n, 2), "poll_round_us": round(1e6 * poll / 200, 2)}
+
+
+def shared_scenario(n: int, jobs: int = 3, rpm: int = 3000, latency_s: float = 0.1, concurrency: int = 32):
+    server = Server(latency_s=latency_s, rpm=rpm)
+    workdir = tempfile.mkdtemp(prefix="lionflow-shared-")
+    try:
+        third = n // jobs
+        procs = []
+        for j in range(jobs):
+            # Job j: its own third (seed 10 + j) and the first tenth of job j+1's (asked by both).
+            slices = [(10 + j, 0, third), (10 + (j + 1) % jobs, 0, third // 10)]
+            Path(workdir, f"job-{j}.json").write_text(json.dumps({"slices": slices, "rpm": rpm,
+                                                                   "concurrency": concurrency}))
+            procs.append(subprocess.Popen([sys.executable, __file__, "--shared-worker", workdir, server.url, str(j)]))
+        deadline = time.monotonic() + 120
+        while not all(Path(workdir, f"ready-{j}").exists() for j in range(jobs)):
+            if time.monotonic() > deadline or any(p.poll() not in (None, 0) for p in procs):
+                raise RuntimeError("shared scenario: a job did not start")
+            time.sleep(0.05)
+        before = len(server.log())
+        server_cpu = server.cpu_s()
+        go = time.time()
+        Path(workdir, "go").touch()
+        for p in procs:
+            if p.wait() != 0:
+                raise RuntimeError(f"shared scenario: a job failed (rc {p.returncode})")
+        server_cpu = server.cpu_s() - server_cpu
+        log = server.log()[before:]
+        outs = [json.loads(Path(workdir, f"out-{j}.json").read_text()) for j in range(jobs)]
+        wall = max(o["ended"] for o in outs) - go        # from the start signal to the last answer
+    finally:
+        server.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+    outcomes = server_outcomes(log)
+    paid = collections.Counter(e["key"] for e in log if e["outcome"] == "ok")
+    asked = sum(o["requests"] for o in outs)
+    unique = len(paid)
+    cpu = sum(o["cpu_s"] for o in outs)
+    row = {"scenario": "shared", "requests": asked, "concurrency": f"{jobs}x{concurrency}", "wall_s": round(wall, 2),
+           "req_s": round(sum(paid.values()) / wall, 1),
+           "fraction_of_limit": round(sum(paid.values()) / wall / (rpm / 60), 3),
+           "rejected_429": outcomes["rate_limited"], "paid_at_server": sum(paid.values()), "unique": unique,
+           "paid_per_unique": round(sum(paid.values()) / unique, 4),
+           "shared_answers": sum(o["stats"]["shared"] for o in outs),
+           "answered": sum(o["answered"] for o in outs),
+           "cpu_ms_per_req": round(1000 * cpu / asked, 3), "server_cpu_ms_per_req": round(1000 * server_cpu / asked, 3),
+           "retries": sum(o["stats"]["retries"] for o in outs), "failures": sum(o["stats"]["failures"] for o in outs),
+           "job_wall_s": [round(o["wall_s"], 2) for o in outs],
+           "job_start_s": [round(o["began"] - go, 2) for o in outs]}
+    row.update({f"machinery.{k}": v for k, v in machinery_cost().items()})
+    return row
+
+
 SCENARIOS = {
     # More in flight than the server's capacity keeps its queue from running dry while our one core
     # handles a wave of answers (with exactly 128 the slots idle ~0.2 s per wave: 0.84 of the limit).
@@ -169,10 +282,13 @@ SCENARIOS = {
                                  limit_req_s=320, naive_n=5, bare=True),
     "faults": lambda n: scenario("faults", n, {"latency_s": 0.05, "fault_rate": 0.2, "hang_s": 3.0},
                                  {"concurrency": 64, "timeout_s": 1.0}, naive_n=10),
+    "shared": shared_scenario,
 }
 
 
 def main():
+    if sys.argv[1:2] == ["--shared-worker"]:
+        return shared_worker(*sys.argv[2:5])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=5000, help="requests per scenario (the issue: 5,000)")
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
@@ -188,6 +304,14 @@ def main():
     for r in rows:
         print("  ".join(f"{str(r.get(c, '-')):>14}" for c in cols))
     for r in rows:
+        if r["scenario"] == "shared":
+            print(f"shared: {r['requests']} asked by 3 jobs, {r['unique']} unique, paid at the server "
+                  f"{r['paid_at_server']} (paid/unique {r['paid_per_unique']}), {r['req_s']} req/s = "
+                  f"{r['fraction_of_limit']} of the 3,000 RPM cap, {r['rejected_429']} rejected; machinery per "
+                  f"paid request {r['machinery.overhead_per_paid_request_us']} us (claim+put+release "
+                  f"{r['machinery.claim_put_release_us']} us vs single-process append "
+                  f"{r['machinery.single_append_us']} us), waiter {r['machinery.waiter_claim_and_read_us']} us/request, "
+                  f"poll round {r['machinery.poll_round_us']} us")
         if r["scenario"] == "faults":
             print(f"faults: completion {r['completion_rate']}, duplicates {r['duplicates']}, lost {r['lost']}, "
                   f"paid/unique {r['paid_per_unique']} (computed incl. faulted bodies/unique {r['computed_per_unique']}), faults injected {r['faults_injected']}, retries {r['retries']}")

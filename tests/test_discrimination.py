@@ -55,7 +55,7 @@ class ScriptedReferee:
     def __init__(self, replies):
         self.replies, self.seen = list(replies), []
 
-    def complete(self, requests, desc=""):
+    def complete(self, requests, desc="", ids=None):
         self.seen += [extra for _, extra in requests]
         return [Completion(self.replies.pop(0), "stop", False) for _ in requests]
 

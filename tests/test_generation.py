@@ -63,7 +63,7 @@ def test_easy_generation_moves_to_a_rarer_family(oracle_llm):
 class Echo:
     """A generator that always proposes the same instruction."""
 
-    def complete(self, requests, desc=""):
+    def complete(self, requests, desc="", ids=None):
         return [Completion("What is the sum of 10 and 20 here?", "stop", False) for _ in requests]
 
 

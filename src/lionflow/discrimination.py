@@ -71,7 +71,8 @@ def score_pairs(referee: LLM, template: PromptTemplate, teacher: list[dict], stu
             a1, a2 = (p["answer"], p["answer_student"]) if first == "teacher" else (p["answer_student"], p["answer"])
             messages = template.messages(instruction=p["instruction"], input=p["input"], answer_1=a1, answer_2=a2)
             requests.append((messages, {"seed": attempt} if attempt else {}))
-        replies = referee.complete(requests, desc=f"referee (attempt {attempt + 1})")
+        replies = referee.complete(requests, desc=f"referee (attempt {attempt + 1})",
+                                   ids=[f"{p['id']} ({first} first)" for p, first in pending])
         still_pending = []
         for (p, first), reply in zip(pending, replies):
             verdict = {"first": first, "raw": None, "attempts": attempt + 1,

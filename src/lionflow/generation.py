@@ -101,7 +101,8 @@ def generate_instructions(generator: LLM, template: PromptTemplate, examples: pl
             messages = template.messages(instruction=parent["instruction"], input=parent["input"])
             requests.append((messages, {"seed": seed * 1_000_003 + request_index}))
             request_index += 1
-        replies = generator.complete(requests, desc=f"generate {origin} (round {round_ + 1})")
+        replies = generator.complete(requests, desc=f"generate {origin} (round {round_ + 1})",
+                                     ids=[f"new {origin} instruction from {p['id']}" for p in parents])
         failures = [r for r in replies if isinstance(r, LLMFailure)]
         if failures:
             raise RuntimeError(f"{len(failures)} generator requests failed after retries; first: {failures[0].error}")

@@ -13,7 +13,7 @@ def teacher_answers(teacher: LLM, template: PromptTemplate, pool: list[dict]) ->
     failed requests; no failed request ever turns into answer text.
     """
     requests = [(template.messages(instruction=r["instruction"], input=r["input"]), {}) for r in pool]
-    replies = teacher.complete(requests, desc="teacher")
+    replies = teacher.complete(requests, desc="teacher", ids=[r["id"] for r in pool])
     failed = [(r["id"], reply.error) for r, reply in zip(pool, replies) if isinstance(reply, LLMFailure)]
     if failed:
         shown = "; ".join(f"{i}: {e}" for i, e in failed[:3])

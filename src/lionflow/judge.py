@@ -60,8 +60,9 @@ def role_configs(llm: dict, judge: dict) -> dict:
         if role["endpoint"] not in llm["endpoints"]:
             raise ValueError(f"config: {key}={role['endpoint']!r} is not one of llm.endpoints "
                              f"({', '.join(llm['endpoints'])})")
-    return {"cache_dir": llm["cache_dir"], "endpoints": llm["endpoints"], "judge": judge_role,
-            "reference": reference_role}
+    # Run-wide settings (cache, ledger and budget, offline replay, fingerprint pin, ...) carry over.
+    shared = {k: v for k, v in llm.items() if k not in ("teacher", "referee", "generator")}
+    return {**shared, "judge": judge_role, "reference": reference_role}
 
 
 def judge_answers(judge: LLM, template: PromptTemplate, questions: list[dict], reference: list[dict],

@@ -1,9 +1,9 @@
 """LLM access for the teacher, referee and generator roles: client, cache, limits, ledger, batch mode."""
 
 from .cache import ResponseCache, request_key
-from .client import (BUILTIN_ORACLE, LLM, Completion, Endpoint, LLMFailure, Role, Stats, TooManyFailures,
-                     make_client)
+from .client import (BUILTIN_ORACLE, LLM, Completion, Endpoint, LLMFailure, OfflineMiss, Role, Stats,
+                     TeacherChanged, TooManyFailures, make_client)
 from .ledger import BudgetExceeded, Ledger, Price
 
-__all__ = ["BUILTIN_ORACLE", "LLM", "BudgetExceeded", "Completion", "Endpoint", "LLMFailure", "Ledger", "Price",
-           "ResponseCache", "Role", "Stats", "TooManyFailures", "make_client", "request_key"]
+__all__ = ["BUILTIN_ORACLE", "LLM", "BudgetExceeded", "Completion", "Endpoint", "LLMFailure", "Ledger", "OfflineMiss",
+           "Price", "ResponseCache", "Role", "Stats", "TeacherChanged", "TooManyFailures", "make_client", "request_key"]

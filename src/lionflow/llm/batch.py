@@ -6,7 +6,11 @@ uploaded and submitted; the batch id is persisted the moment the batch exists, i
 finds that file and polls the same batch instead of submitting (and paying for) a new one.
 Results land in the same response cache as online answers, booked at `batch_discount`.
 The window where a crash costs a resubmission is between the create call returning and the
-id reaching the disk (one write).
+id reaching the disk (one write). The batch holds claims on its requests (lionflow.llm.shared)
+until it is done, so other jobs wait for its answers instead of paying for them; requests
+another live job holds are left out of the batch and their answers waited for. Claims of a
+dead holder are taken over first (within llm.lease_s), so that a rerun after a crash asks for
+the same set and finds its batch again.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 import openai
 
 from .client import BUILTIN_ORACLE, Completion, LLMFailure
+from .shared import POLL_S, Claims
 
 log = logging.getLogger(__name__)
 DONE = ("completed", "failed", "expired", "cancelled")
@@ -35,7 +40,52 @@ def _write_atomic(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def complete_in_batch(llm, requests, desc: str) -> list[Completion | LLMFailure]:
+def _claim_all(llm, claims, keys: list[str], resolve) -> tuple[dict[str, int], dict[str, dict]]:
+    """Claim every key: (key -> generation of ours, key -> the live job holding it). A key whose
+    holder looks alive is watched for up to lease_s (a dead holder's heartbeat stops) first."""
+    mine, held = {}, {}
+    for key in keys:
+        state, info = claims.claim(key)
+        if state == "mine":
+            mine[key] = info
+        elif state == "cached":
+            resolve(key, llm.cache.get(key))
+        else:
+            held[key] = info
+    deadline = time.monotonic() + llm.role.lease_s + 1.0
+    while held and time.monotonic() < deadline:
+        time.sleep(min(1.0, llm.role.lease_s / 4))
+        for key in list(held):
+            state, info = claims.claim(key)
+            if state == "held":
+                held[key] = info
+                continue
+            del held[key]
+            if state == "mine":
+                mine[key] = info
+            else:
+                resolve(key, llm.cache.get(key))
+    return mine, held
+
+
+def _wait_for(llm, claims, held: dict[str, dict], resolve) -> list[str]:
+    """Wait for the answers of the jobs holding `held`; returns the keys given up unanswered."""
+    given_up = []
+    while held:
+        time.sleep(max(POLL_S, 1.0))
+        llm.cache.refresh(also={info["part"] for info in held.values()}, listing=False)
+        released = set(llm.cache.take_released())
+        for key, info in list(held.items()):
+            if llm.cache.get(key) is not None:
+                del held[key]
+                resolve(key, llm.cache.get(key))
+            elif key in released or not llm.presence.alive(info):
+                del held[key]
+                given_up.append(key)
+    return given_up
+
+
+def complete_in_batch(llm, requests, desc: str, ids=None) -> list[Completion | LLMFailure]:
     role, ep = llm.role, llm.role.endpoint
     if ep.base_url == BUILTIN_ORACLE:
         raise ValueError(f"llm.{role.name}.mode: batch needs an endpoint with the Batch API; "
@@ -57,6 +107,43 @@ def complete_in_batch(llm, requests, desc: str) -> list[Completion | LLMFailure]
     if not pending:
         return results
 
+    claims = Claims(llm.cache, llm.presence)
+
+    def resolve(key, entry):
+        llm.stats.cache_hits += len(where[key])
+        llm.stats.shared += 1
+        for i in where.pop(key):
+            results[i] = llm._hit(entry)
+        pending.pop(key, None)
+
+    mine, held = _claim_all(llm, claims, list(pending), resolve)
+    for key in held:
+        pending.pop(key)
+    try:
+        if pending:
+            try:
+                _run_batch(llm, pending, where, results, desc, started)
+            except (openai.OpenAIError, RuntimeError) as e:
+                raise RuntimeError(f"{role.where()}: batch mode: {e}") from e
+        for key in _wait_for(llm, claims, held, resolve):
+            for i in where[key]:
+                results[i] = LLMFailure(f"{role.where()}: request {key[:12]}"
+                                        + (f" for {ids[where[key][0]]}" if ids else "")
+                                        + " was held by another job that stopped without an answer; a rerun "
+                                        "sends it", "held elsewhere")
+        llm.stats.failures += sum(isinstance(r, LLMFailure) for r in results)
+        return results
+    finally:
+        for key, gen in mine.items():
+            claims.release(key, gen, answered=llm.cache.get(key) is not None)
+        llm.cache.close()
+        if llm.ledger:
+            llm.ledger.close()
+        llm.stats.wall_s += time.monotonic() - started
+
+
+def _run_batch(llm, pending, where, results, desc, started) -> None:
+    role, ep = llm.role, llm.role.endpoint
     state_dir = llm.cache.dir / "batches"
     state_dir.mkdir(exist_ok=True)
     job = hashlib.sha256("\n".join(sorted(pending)).encode()).hexdigest()[:20]
@@ -91,32 +178,32 @@ def complete_in_batch(llm, requests, desc: str) -> list[Completion | LLMFailure]
                 item = json.loads(line)
                 key, response = item["custom_id"], item.get("response") or {}
                 body = response.get("body") or {}
-                if key not in where:
+                if key not in pending:
                     continue
                 answered.add(key)
                 if response.get("status_code") == 200 and body.get("choices"):
                     choice = body["choices"][0]
                     usage = {k: body.get("usage", {}).get(k, 0) for k in ("prompt_tokens", "completion_tokens")}
-                    llm._book(usage, discount=role.batch_discount)
+                    served, fingerprint = body.get("model") or role.model, body.get("system_fingerprint")
+                    llm._book(usage, discount=role.batch_discount, served_model=served,
+                              system_fingerprint=fingerprint)
                     content = choice["message"].get("content")
-                    result = (llm._store(key, content, choice["finish_reason"], usage) if content is not None else
-                              LLMFailure(f"empty message in batch {batch_id} for request {key[:12]}", "empty message"))
+                    result = (llm._store(key, content, choice["finish_reason"], usage, served, fingerprint)
+                              if content is not None else
+                              LLMFailure(f"{role.where()}: empty message in batch {batch_id} for request {key[:12]}",
+                                         "empty message"))
                 else:
                     error = item.get("error") or body.get("error") or {}
-                    result = LLMFailure(f"batch {batch_id} request {key[:12]}: HTTP {response.get('status_code')} "
+                    result = LLMFailure(f"{role.where()}: batch {batch_id} request {key[:12]}: HTTP "
+                                        f"{response.get('status_code')} "
                                         f"{error.get('message', error)}", f"batch HTTP {response.get('status_code')}")
                 for i in where[key]:
                     results[i] = result
-        for key in set(where) - answered:
+        for key in set(pending) - answered:
             for i in where[key]:
-                results[i] = LLMFailure(f"batch {batch_id} ended {batch.status} without request {key[:12]}",
+                results[i] = LLMFailure(f"{role.where()}: batch {batch_id} ended {batch.status} without request "
+                                        f"{key[:12]}",
                                         f"batch {batch.status}")
-        llm.stats.failures += sum(isinstance(r, LLMFailure) for r in results)
         state_path.unlink(missing_ok=True)   # done: a later run with these requests hits the cache
-        return results
     finally:
         client.close()
-        llm.cache.close()
-        if llm.ledger:
-            llm.ledger.close()
-        llm.stats.wall_s += time.monotonic() - started

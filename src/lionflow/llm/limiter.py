@@ -6,12 +6,18 @@ the provider counts. A bucket holds `burst_s` seconds of its rate; we keep it be
 provider's (which typically enforces per-minute limits over about a second) so that arrival
 jitter never tips the provider into 429s. A 429's Retry-After pauses every request of the
 endpoint, not only the one that was told.
+
+The limits are the endpoint's, for the whole run: with a `SharedShare` (lionflow.llm.shared)
+each job's buckets run at 1/N of them, N = the jobs sending to the endpoint now (re-counted
+every REFRESH_S), and a Retry-After pauses every job.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+
+from .shared import REFRESH_S, SharedShare
 
 
 def estimate_prompt_tokens(messages: list[dict]) -> int:
@@ -36,13 +42,19 @@ class TokenBucket:
     """
 
     def __init__(self, per_minute: float, burst_s: float = 0.5):
-        self.rate = per_minute / 60.0
-        self.capacity = max(1.0, self.rate * burst_s)
+        self.burst_s = burst_s
+        self.set_rate(per_minute)
         self.level = self.capacity        # what the provider's bucket would hold
         self.held = 0.0                   # estimates of requests in flight
         self.t = time.monotonic()
         self._lock: asyncio.Lock | None = None
         self._loop = None
+
+    def set_rate(self, per_minute: float) -> None:
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, self.rate * self.burst_s)
+        if hasattr(self, "level"):
+            self.level = min(self.level, self.capacity)
 
     def _refill(self, now: float) -> None:
         self.level = min(self.capacity, self.level + (now - self.t) * self.rate)
@@ -68,14 +80,50 @@ class TokenBucket:
 
 
 class EndpointLimiter:
-    """RPM and TPM buckets of one endpoint (either may be absent), and a pause after a 429."""
+    """RPM and TPM buckets of one endpoint (either may be absent), and a pause after a 429.
 
-    def __init__(self, rpm: float | None = None, tpm: float | None = None, burst_s: float = 0.5):
+    With `share`, the buckets hold this job's share of the endpoint's limits (see SharedShare).
+    """
+
+    def __init__(self, rpm: float | None = None, tpm: float | None = None, burst_s: float = 0.5,
+                 share: SharedShare | None = None):
+        self.rpm, self.tpm = rpm, tpm
         self.requests = TokenBucket(rpm, burst_s) if rpm else None
         self.tokens = TokenBucket(tpm, burst_s) if tpm else None
         self.paused_until = 0.0
+        self.share = share if (rpm or tpm) else None
+        self.members = 1
+        self._synced_at = -1e9
+        self._start_at = 0.0
+
+    async def _sync(self) -> None:
+        """Join the endpoint's senders on first use; re-count them (and read a shared pause) every REFRESH_S."""
+        now = time.monotonic()
+        if now - self._synced_at >= REFRESH_S:
+            self._synced_at = now
+            if not self.share.joined:
+                members = self.share.join()
+                if members > 1:   # others are sending: hold until they have seen us and lowered their rate
+                    self._start_at = now + 1.5 * REFRESH_S
+            else:
+                members = self.share.members()
+            self._set(members)
+            left = self.share.pause_left()
+            if left > 0:
+                self.paused_until = max(self.paused_until, now + left)
+        if (wait := self._start_at - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
+
+    def _set(self, members: int) -> None:
+        self.members = members
+        if self.requests:
+            self.requests.set_rate(self.rpm / members)
+        if self.tokens:
+            self.tokens.set_rate(self.tpm / members)
 
     async def acquire(self, estimated_tokens: int) -> None:
+        if self.share:
+            await self._sync()
         while (wait := self.paused_until - time.monotonic()) > 0:
             await asyncio.sleep(wait)
         if self.requests:
@@ -90,3 +138,11 @@ class EndpointLimiter:
 
     def pause(self, seconds: float) -> None:
         self.paused_until = max(self.paused_until, time.monotonic() + seconds)
+        if self.share:
+            self.share.post_pause(seconds)
+
+    def close(self) -> None:
+        """Stop sending: the other jobs get this one's share back."""
+        if self.share:
+            self.share.leave()
+            self._synced_at = -1e9

@@ -3,7 +3,9 @@
 Configurable latency, concurrent capacity (requests beyond it wait in a queue, as on a busy
 vLLM server), RPM/TPM rate limits answered with 429 + Retry-After, fault injection (429, 500,
 503, timeouts, malformed JSON, truncated bodies, dropped connections), a request log, and the
-Batch API (files + batches) so that batch mode is tested for real.
+Batch API (files + batches) so that batch mode is tested for real. Answers can carry a
+`system_fingerprint` and a served model name (change them mid-run through ``POST config`` or
+``reconfigure``: a new teacher version), and ``models`` makes other model names a 404.
 
 Built on aiohttp rather than the oracle's raw ASGI app because dropping a connection or
 truncating a body needs the transport itself. Control and inspection endpoints live under
@@ -38,6 +40,10 @@ from .tasks import FAMILIES, Problem, sample_problem
 FAULT_KINDS = ("429", "500", "503", "timeout", "malformed_json", "truncated", "drop")
 
 
+class _UnknownModel(Exception):
+    pass
+
+
 class _NoAnswer(ConnectionResetError):
     """Raised to end a handler whose connection was dropped on purpose (or by the client)."""
 
@@ -64,6 +70,9 @@ class ServerConfig:
     api_key: str | None = None        # when set, 'Authorization: Bearer <key>' is required
     batch_delay_s: float = 0.5        # time a batch takes to complete
     seed: int = 0
+    system_fingerprint: str | None = None   # sent with every answer when set (change it mid-run: a new teacher)
+    served_model: str | None = None   # the model name answers carry; None - the one asked for
+    models: tuple[str, ...] | None = None   # models served; another is answered 404 model_not_found (None: any)
 
     def __post_init__(self):
         unknown = set(self.fault_kinds) - set(FAULT_KINDS)
@@ -145,10 +154,14 @@ class _Server:
             self.record(**log, outcome="unauthorized", status=401)
             return _json(*_error(401, "invalid API key", "authentication_error"))
         try:
-            reply = _completion(json.loads(body or b"null"))
+            reply = self._reply(json.loads(body or b"null"))
         except (json.JSONDecodeError, UnicodeDecodeError, _BadRequest) as e:
             self.record(**log, outcome="bad_request", status=400)
             return _json(*_error(400, str(e) if isinstance(e, _BadRequest) else "malformed JSON body"))
+        except _UnknownModel as e:
+            self.record(**log, outcome="unknown_model", status=404)
+            return _json(*_error(404, f"The model `{e}` does not exist or you do not have access to it.",
+                                 "invalid_request_error"))
         tokens = reply["usage"]["total_tokens"]
         for bucket, what in ((self.rpm, "requests"), (self.tpm, "tokens")):
             wait = bucket.take(1 if what == "requests" else tokens) if bucket else 0.0
@@ -166,6 +179,17 @@ class _Server:
             async with self.slots:
                 return await self._answer(request, reply, fault, log)
         return await self._answer(request, reply, fault, log)
+
+    def _reply(self, req) -> dict:
+        c = self.config
+        if c.models is not None and isinstance(req, dict) and req.get("model") not in c.models:
+            raise _UnknownModel(req.get("model"))
+        reply = _completion(req)
+        if c.served_model:
+            reply["model"] = c.served_model
+        if c.system_fingerprint is not None:
+            reply["system_fingerprint"] = c.system_fingerprint
+        return reply
 
     def _pick_fault(self, key: str) -> str | None:
         c = self.config
@@ -278,8 +302,8 @@ class _Server:
             item = json.loads(line)
             body = json.dumps(item["body"]).encode()
             try:
-                reply = _completion(item["body"])
-            except _BadRequest as e:
+                reply = self._reply(item["body"])
+            except (_BadRequest, _UnknownModel) as e:
                 errors.append({"id": f"batch_req_{uuid.uuid4().hex[:12]}", "custom_id": item["custom_id"],
                                "response": {"status_code": 400, "body": _error(400, str(e))[1]}, "error": None})
                 continue
@@ -431,6 +455,10 @@ def main(argv: list[str] | None = None) -> None:
     for f in dataclasses.fields(ServerConfig):
         if f.name == "fault_kinds":
             ap.add_argument("--fault-kinds", default=",".join(FAULT_KINDS), help="comma-separated subset of faults")
+        elif f.name == "models":
+            ap.add_argument("--models", help="comma-separated models served (default: any)")
+        elif f.name in ("system_fingerprint", "served_model"):
+            ap.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None)
         elif f.name != "api_key":  # a key is read from the environment, never from the command line
             kind = int if f.name in ("capacity", "max_faults_per_request", "seed") else float
             ap.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=f.default)
@@ -438,8 +466,9 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     import os
     config = ServerConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServerConfig)
-                             if f.name not in ("fault_kinds", "api_key")},
+                             if f.name not in ("fault_kinds", "api_key", "models")},
                           fault_kinds=tuple(k for k in args.fault_kinds.split(",") if k),
+                          models=tuple(args.models.split(",")) if args.models else None,
                           api_key=os.environ[args.api_key_env] if args.api_key_env else None)
 
     async def serve():
