@@ -1,8 +1,9 @@
 """Checks run when the workflow is parsed (so `snakemake -n` reports them too), before any job runs
 and before anything is paid: every endpoint in use answers, accepts its API key and serves the
 role's model with room for its `max_tokens`; the student's base model exists and holds
-`student.train.max_length` tokens; with `student.generate.backend: vllm`, the server's executable exists. Every problem names the role (config key), the endpoint and its
-URL; all of them are reported at once.
+`student.train.max_length` tokens; with `student.generate.backend: vllm`, the server's executable
+exists. Every problem names the role (config key), the endpoint and its URL; all of them are
+reported at once.
 """
 from __future__ import annotations
 
