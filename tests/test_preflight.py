@@ -113,3 +113,31 @@ def test_dry_run_reports_it_before_any_job(tmp_path):
     assert proc.returncode != 0
     assert "builtin://oracl" in proc.stdout + proc.stderr and "llm.teacher" in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def _with_prompt(tmp_path, key, text):
+    path = tmp_path / f"{key.replace('.', '_')}.yaml"
+    path.write_text(text)
+    config = config_with({"base_url": "builtin://oracle"})
+    section, role, name = key.split(".")
+    config[section][role][name] = str(path)
+    return config, str(path)
+
+
+@pytest.mark.parametrize("key, text, fragment", [
+    # every instruction would get the same request: the student trains on copies of one answer
+    ("llm.teacher.prompt", "user: Answer the question well.\n", "does not change with {{ instruction }}"),
+    # a referee that is never asked for score lines: every reply fails after it was paid for
+    ("llm.referee.prompt", "user: 'Compare {{ answer_1 }} and {{ answer_2 }} for {{ instruction }}.'\n",
+     "score lines the parser reads"),
+    ("llm.generator.prompt_hard", "user: Write one like {{ instrction }}\n", "instrction"),
+    ("llm.generator.prompt_easy", "user: ok\nsystem: [unclosed\n", "not valid YAML"),
+    ("llm.teacher.prompt", "user: '{{ instruction '\n", "template line 1"),
+])
+def test_prompt_problems_are_found_before_paying(tmp_path, key, text, fragment):
+    config, path = _with_prompt(tmp_path, key, text)
+    expect(config, key, path, fragment)
+
+
+def test_shipped_prompts_pass():
+    assert preflight(config_with({"base_url": "builtin://oracle"})) is None

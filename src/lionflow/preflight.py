@@ -1,7 +1,8 @@
 """Checks run when the workflow is parsed (so `snakemake -n` reports them too), before any job runs
 and before anything is paid: every endpoint in use answers, accepts its API key and serves the
 role's model with room for its `max_tokens`; the student's base model exists and holds
-`student.train.max_length` tokens; with `student.generate.backend: vllm`, the server's executable
+`student.train.max_length` tokens; every prompt file parses, renders and asks what its stage
+parses; with `student.generate.backend: vllm`, the server's executable
 exists. Every problem names the role (config key), the endpoint and its URL; all of them are
 reported at once.
 """
@@ -149,9 +150,56 @@ def check_vllm(config: dict) -> list[str]:
     return problems
 
 
+# Variables each kind of prompt is rendered with (the stage fills them); which of them must change the request.
+PROMPT_KINDS = {
+    "answer": (("instruction", "input"), "instruction"),
+    "generate": (("instruction", "input"), "instruction"),
+    "score": (("instruction", "input", "answer_1", "answer_2"), "answer_1"),
+}
+
+
+def check_prompts(config: dict) -> list[str]:
+    """Every prompt file in use parses, renders with exactly the variables its stage fills, makes a
+    different request for a different instruction (answer), and asks a referee/judge for the score
+    lines our parser reads ("Assistant 1: <score>", "Assistant 2: <score>")."""
+    from .prompts import PromptTemplate
+
+    llm, judge = config["llm"], config["eval"]["judge"]
+    prompts = [("llm.teacher.prompt", llm["teacher"]["prompt"], "answer"),
+               ("llm.referee.prompt", llm["referee"]["prompt"], "score"),
+               ("llm.generator.prompt_hard", llm["generator"]["prompt_hard"], "generate"),
+               ("llm.generator.prompt_easy", llm["generator"]["prompt_easy"], "generate")]
+    if judge["enabled"]:
+        roles = role_configs(llm, judge)
+        prompts += [("eval.judge.prompt", judge["prompt"], "score"),
+                    ("eval.judge.reference.prompt", roles["reference"]["prompt"], "answer")]
+    problems = []
+    for key, path, kind in prompts:
+        names, varying = PROMPT_KINDS[kind]
+        try:
+            template = PromptTemplate.load(path)
+            a = template.messages(**{n: f"<{n} A>" for n in names})
+            b = template.messages(**{n: f"<{n} A>" if n != varying else f"<{n} B>" for n in names})
+        except FileNotFoundError:
+            problems.append(f"{key}={path!r}: no such file")
+            continue
+        except (ValueError, OSError) as e:  # YAML, template syntax (with its line), undefined variable
+            problems.append(f"{key}: {e}" if str(e).startswith(str(path)) else f"{key}={path!r}: {e}")
+            continue
+        if a == b:
+            problems.append(f"{key}={path!r}: the request does not change with {{{{ {varying} }}}}: every "
+                            f"{'instruction' if kind != 'score' else 'pair'} would get the same request")
+        text = "\n".join(m["content"] for m in a)
+        if kind == "score" and not ("Assistant 1" in text and "Assistant 2" in text):
+            problems.append(f"{key}={path!r}: does not ask for the score lines the parser reads "
+                            "('Assistant 1: <score>' and 'Assistant 2: <score>'); every reply would fail after "
+                            "being paid for")
+    return problems
+
+
 def preflight(config: dict) -> None:
     """Raise PreflightError listing every problem found, before any job runs."""
-    problems = check_student(config) + check_vllm(config)
+    problems = check_student(config) + check_vllm(config) + check_prompts(config)
     if not config["llm"].get("offline"):
         problems += check_endpoints(config)
     if problems:

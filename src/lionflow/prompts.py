@@ -19,7 +19,14 @@ class PromptTemplate:
 
     @classmethod
     def load(cls, path: str | Path) -> "PromptTemplate":
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:  # its own message says "<unicode string>": name the file and line
+            mark = getattr(e, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark else ""
+            raise ValueError(f"{path}:{where} not valid YAML ({getattr(e, 'problem', None) or e})") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not UTF-8 text (byte {e.start})") from None
         if not isinstance(data, dict) or not isinstance(data.get("user"), str):
             raise ValueError(f"{path}: a prompt template needs a 'user' string (and optionally 'system')")
         unknown = set(data) - {"system", "user"}
