@@ -65,7 +65,8 @@ def test_demo_pays_each_unique_request_once_and_replays_offline_byte_for_byte(tm
     first.mkdir()
     for name in SOURCES:
         (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, first / name)
-    with TestServer(ServerConfig(latency_s=0.3)) as server:   # latency widens the window where jobs overlap
+    # latency widens the window where jobs overlap; the config's model is listed for the preflight
+    with TestServer(ServerConfig(latency_s=0.3, models=("oracle-1",))) as server:
         (first / "server.yaml").write_text(
             f"llm:\n  endpoints:\n    oracle: {{base_url: '{server.url}', max_concurrency: 16}}\n")
         snakemake(first, "server.yaml")

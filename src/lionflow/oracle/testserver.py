@@ -346,8 +346,10 @@ class _Server:
     async def models(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
             return _json(401, {"error": {"message": "invalid API key", "type": "authentication_error"}})
-        return _json(200, {"object": "list", "data": [{"id": "oracle", "object": "model", "created": 0,
-                                                       "owned_by": "lionflow"}]})
+        # The models it serves (any name, when not configured: then the oracle's own name).
+        served = self.config.models if self.config.models is not None else ("oracle",)
+        return _json(200, {"object": "list", "data": [{"id": m, "object": "model", "created": 0,
+                                                       "owned_by": "lionflow"} for m in served]})
 
 
 SERVER = web.AppKey("server", _Server)
