@@ -141,3 +141,12 @@ def test_prompt_problems_are_found_before_paying(tmp_path, key, text, fragment):
 
 def test_shipped_prompts_pass():
     assert preflight(config_with({"base_url": "builtin://oracle"})) is None
+
+
+@pytest.mark.parametrize("role, typo", [("teacher", "modle"), ("referee", "parse_retrys"), ("generator", "prompt")])
+def test_typos_inside_a_role_are_errors(role, typo):
+    """A key the schema does not know, inside a role, fails validation naming it (it was silently ignored)."""
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    config["llm"][role][typo] = "x"
+    with pytest.raises(Exception, match=typo):
+        validate(config, str(ROOT / "config" / "schema.yaml"))
