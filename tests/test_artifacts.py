@@ -39,10 +39,10 @@ def test_read_errors_name_file_line_and_field(tmp_path):
 
 def test_json_documents(tmp_path):
     path = tmp_path / "m.json"
-    write_json(path, {"model_dir": "x", "metrics": {"t": 0.5}}, "eval_metrics")
+    write_json(path, {"model_dir": "x", "metrics": {"t": 0.5}, "groups": []}, "eval_metrics")
     assert read_json(path, "eval_metrics")["metrics"] == {"t": 0.5}
     with pytest.raises(ArtifactError, match="field 'metrics.t'"):
-        write_json(path, {"model_dir": "x", "metrics": {"t": "high"}}, "eval_metrics")
+        write_json(path, {"model_dir": "x", "metrics": {"t": "high"}, "groups": []}, "eval_metrics")
 
 
 def _example(s):
