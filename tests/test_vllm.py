@@ -28,6 +28,7 @@ from lionflow.artifacts import read_jsonl, write_jsonl
 from lionflow.imitation import teacher_answers
 from lionflow.llm import LLM, Endpoint, ResponseCache, Role
 from lionflow.prompts import PromptTemplate
+from lionflow.smk import role_identity
 from lionflow.student.generate import GenerateConfig, generate_answers
 from lionflow.student.vllm_server import VLLMServerError, vllm_server
 
@@ -271,7 +272,9 @@ def test_a_small_real_referee_fails_the_rule_clearly(server, vllm_endpoint, tmp_
         input=types.SimpleNamespace(teacher=str(tmp_path / "teacher.jsonl"), student=str(tmp_path / "student.jsonl"),
                                     prompt=str(PROMPTS / "referee.yaml")),
         output=types.SimpleNamespace(scores=str(out / "referee_scores.jsonl"), stats=str(out / "referee.json")),
-        params=types.SimpleNamespace(llm=llm_config, max_failure_rate=0.05))
+        # as the rule passes them: the role's identity as params, the run-wide settings in config
+        params=types.SimpleNamespace(referee=role_identity(llm_config, "referee")),
+        config={"llm": llm_config, "discrimination": {"max_referee_failure_rate": 0.05}})
     stderr, root = sys.stderr, __import__("logging").getLogger()
     handlers, level = root.handlers[:], root.level
     try:   # the rule's own script, as Snakemake runs it
