@@ -16,6 +16,8 @@ import statistics
 
 from scipy import stats
 
+from .evaluation import group_label
+
 STRATEGIES = ("adversarial", "uniform")
 
 
@@ -60,7 +62,7 @@ def outcome_metrics(summary: dict) -> dict[tuple[str, int], float]:
         k = it["iteration"]
         groups = summary.get("lm_eval_groups", [])
         for task, value in sorted(it["eval"].items()):
-            name = ("average" if len(groups) == 1 else f"{task} average") if task in groups else task
+            name = group_label(task, groups) if task in groups else task
             out[f"lm-eval {name} (%)", k] = 100 * value
         judge = it.get("judge")
         if judge and judge["overall"]["mean_relative"] is not None:

@@ -27,6 +27,11 @@ def main_metric(task_results: dict) -> tuple[str, float]:
     return key, float(scores[key])
 
 
+def group_label(group: str, groups: list[str]) -> str:
+    """How a group's declared average is labelled in tables: `average` when the run has one group."""
+    return "average" if len(groups) == 1 else f"{group} (average)"
+
+
 def _json_default(x):
     try:
         return float(x)  # numpy scalars

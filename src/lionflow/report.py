@@ -16,6 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 from tabulate import tabulate  # noqa: E402
 
+from .evaluation import group_label  # noqa: E402
+
 STAGES = ("teacher_train", "teacher_cache", "referee", "generator")  # per-iteration LLM stages, in loop order
 
 
@@ -43,8 +45,6 @@ def lm_eval_columns(summary: dict) -> tuple[list[str], list[str]]:
     return [t for t in sorted(summary["base_eval"]) if t not in groups], groups
 
 
-def group_label(group: str, groups: list[str]) -> str:
-    return "average" if len(groups) == 1 else f"{group} (average)"
 
 
 # ---------------------------------------------------------------- tables: (header, rows)

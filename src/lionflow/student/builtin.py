@@ -11,7 +11,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM,
                           PreTrainedTokenizerFast)
 
-from .prompting import chat_template, ensure_chat_template
+from .prompting import ensure_chat_template
+from .prompting import chat_template as alpaca_template
 
 log = logging.getLogger(__name__)
 SPECIALS = ["<s>", "</s>", "<pad>"]
@@ -26,7 +27,7 @@ def build_tokenizer(model_max_length: int = 1024) -> PreTrainedTokenizerFast:
     tok.add_special_tokens(SPECIALS)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-        model_max_length=model_max_length, padding_side="left", chat_template=chat_template())
+        model_max_length=model_max_length, padding_side="left", chat_template=alpaca_template())
 
 
 def build_tiny_student(out_dir, seed: int = 0, hidden_size: int = 192, num_layers: int = 3,

@@ -1,4 +1,6 @@
 """The job's own device, from one setting (`student.device`): training, student answers and lm-eval."""
+import os
+
 import torch
 
 
@@ -8,7 +10,7 @@ def resolve_device(spec: str = "auto") -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if spec.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"student.device is {spec!r} but this job sees no GPU (CUDA_VISIBLE_DEVICES="
-                           f"{__import__('os').environ.get('CUDA_VISIBLE_DEVICES')!r}); use 'auto' or 'cpu'")
+                           f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}); use 'auto' or 'cpu'")
     return spec
 
 
