@@ -123,13 +123,31 @@ _STRICT_JSON = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_float=_fin
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
+def _decode_line(path, lineno: int, raw: bytes) -> str:
+    """One line as text, or an error that says what the file is and what was expected."""
+    if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+        raise ArtifactError(f"{path}:1: the file starts with a byte order mark (BOM): expected UTF-8 JSONL "
+                            "without one (save it as plain UTF-8)")
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        hint = " (it looks like UTF-16: save it as UTF-8)" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise ArtifactError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
+                            f"{hint}: expected UTF-8 JSONL") from None
+    if lineno == 1 and line.lstrip().startswith("["):
+        raise ArtifactError(f"{path}:1: a JSON array: expected JSONL, one JSON object per line (convert it, e.g. "
+                            "`jq -c '.[]' file.json > file.jsonl`)")
+    return line
+
+
 def iter_jsonl(path: str | os.PathLike, kind: str, *, numbered: bool = False) -> Iterator:
     """The validated records of a JSONL artifact, one at a time (memory stays flat).
 
     numbered=True yields (line number, record) pairs, for errors that name the line.
     """
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            line = _decode_line(path, lineno, raw)
             if not line.strip():
                 continue
             try:

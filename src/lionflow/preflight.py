@@ -3,13 +3,17 @@ and before anything is paid: every endpoint in use answers, accepts its API key 
 role's model with room for its `max_tokens`; the student's base model exists and holds
 `student.train.max_length` tokens; every prompt file parses, renders and asks what its stage
 parses; with `student.generate.backend: vllm`, the server's executable
-exists. Every problem names the role (config key), the endpoint and its URL; all of them are
-reported at once.
+exists; every model in use has a price when a budget is set; the lm-eval tasks exist; the seed file
+is UTF-8 JSONL whose instructions fit the student; the cache and results directories can be
+written; the checkpoints already built are whole. Every problem names the config key (the role,
+the endpoint and its URL) or the file and line; all of them are reported at once.
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 from pathlib import Path
 
 import openai
@@ -117,6 +121,8 @@ def check_student(config: dict) -> list[str]:
             problems.append(f"student.base_model={spec!r}: no such directory")
         elif path.is_dir() and not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):
             problems.append(f"student.base_model={spec!r}: the directory holds no weights (*.safetensors, *.bin)")
+    elif not spec.startswith("builtin:"):
+        problems += check_hub_model(spec)
     if not problems:
         context = base_model_context(spec)
         if context and student["train"]["max_length"] > context:
@@ -125,6 +131,30 @@ def check_student(config: dict) -> list[str]:
     if student["chat_template"] != "auto" and not Path(student["chat_template"]).is_file():
         problems.append(f"student.chat_template={student['chat_template']!r}: no such file (auto, or a Jinja file)")
     return problems
+
+
+def check_hub_model(spec: str, timeout_s: float = 10.0) -> list[str]:
+    """A Hugging Face model id: in the local HF cache, or (online) known to the hub, found at once."""
+    import huggingface_hub
+    from huggingface_hub.utils import HFValidationError
+
+    who = f"student.base_model={spec!r}"
+    try:
+        if isinstance(huggingface_hub.try_to_load_from_cache(spec, "config.json"), str):
+            return []
+    except HFValidationError:
+        return [f"{who}: neither builtin:tiny, a local directory or .gguf file, nor a Hugging Face model id"]
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return [f"{who}: not in the local Hugging Face cache, and HF_HUB_OFFLINE is set (download it first, "
+                "e.g. `hf download <id>`, or give a local directory)"]
+    try:
+        huggingface_hub.model_info(spec, timeout=timeout_s)
+    except huggingface_hub.errors.RepositoryNotFoundError:
+        return [f"{who}: no such model on the Hugging Face hub (or it is gated: log in with `hf auth login`)"]
+    except Exception as e:   # connection refused, DNS, timeout: the hub cannot be reached from here
+        return [f"{who}: not in the local Hugging Face cache and the hub cannot be reached ({type(e).__name__}); "
+                "download it where there is network, or give a local directory"]
+    return []
 
 
 def check_vllm(config: dict) -> list[str]:
@@ -197,9 +227,150 @@ def check_prompts(config: dict) -> list[str]:
     return problems
 
 
+def check_prices(config: dict) -> list[str]:
+    """With llm.budget_usd set, every model in use needs a price (its cost could not be estimated)."""
+    llm = config["llm"]
+    if llm.get("budget_usd") is None:
+        return []
+    prices = llm.get("prices") or {}
+    return [f"{key}.model={role['model']!r} has no entry in llm.prices, and llm.budget_usd is set: its cost "
+            "could not be estimated (give input_per_mtok and output_per_mtok; 0 for a free endpoint)"
+            for key, role in roles_in_use(config).items() if role["model"] not in prices]
+
+
+def check_lm_eval(config: dict) -> list[str]:
+    """eval.lm_eval: the include path exists and every task or group is defined there or by lm-eval."""
+    lm_eval = config["eval"]["lm_eval"]
+    root = Path(lm_eval["include_path"])
+    if not root.is_dir():
+        return [f"eval.lm_eval.include_path={str(root)!r}: no such directory"]
+    names = set()
+    for path in root.rglob("*.yaml"):
+        names.update(re.findall(r"^(?:task|group):\s*([\w.-]+)\s*$", path.read_text(errors="replace"), re.M))
+    missing = [t for t in lm_eval["tasks"] if t not in names]
+    if missing:   # not defined locally: ask lm-eval's registry (slow: it reads every task YAML it ships)
+        from lm_eval.tasks import TaskManager
+
+        known = set(TaskManager(include_path=str(root)).all_tasks)
+        missing = [t for t in missing if t not in known]
+    return [f"eval.lm_eval.tasks: {t!r} is neither defined under eval.lm_eval.include_path={str(root)!r} nor an "
+            "lm-eval task or group" for t in missing]
+
+
+def _student_tokenizer(config: dict):
+    """The base student's tokenizer where it loads without a download, else None."""
+    from transformers import AutoTokenizer
+
+    spec = config["student"]["base_model"]
+    built = Path("results") / config["run"] / "base_student"
+    try:
+        if (built / "tokenizer_config.json").is_file():
+            return AutoTokenizer.from_pretrained(built)
+        if spec.startswith("builtin:"):
+            from .student.builtin import build_tokenizer
+
+            return build_tokenizer()
+        if spec.endswith(".gguf"):
+            return AutoTokenizer.from_pretrained(Path(spec).parent, gguf_file=Path(spec).name)
+        return AutoTokenizer.from_pretrained(spec, local_files_only=True)
+    except (OSError, ValueError):
+        return None
+
+
+def check_seeds(config: dict) -> list[str]:
+    """data.seed_instructions: UTF-8 JSONL of valid records (the artifact reader names file and line),
+    each instruction shorter than student.train.max_length tokens (else it is paid for, then cut
+    away in training)."""
+    from .artifacts import ArtifactError, iter_jsonl
+
+    path, max_length = config["data"]["seed_instructions"], config["student"]["train"]["max_length"]
+    try:
+        records = list(iter_jsonl(path, "seed_instruction", numbered=True))
+    except FileNotFoundError:
+        return [f"data.seed_instructions={path!r}: no such file"]
+    except ArtifactError as e:
+        return [f"data.seed_instructions: {e}"]
+    if not records:
+        return [f"data.seed_instructions={path!r}: the file holds no instruction"]
+    # A token holds at least one byte of text for every tokenizer we meet (byte-level BPE, SentencePiece
+    # with byte fallback: at most one token per byte, plus a word-start marker): only longer texts are counted.
+    text = lambda r: r["instruction"] + "\n" + (r.get("input") or "")
+    long = [(n, r) for n, r in records if len(text(r).encode("utf-8")) >= max_length // 2]
+    if not long:
+        return []
+    tokenizer = _student_tokenizer(config)
+    problems = []
+    for lineno, record in long:
+        n = len(tokenizer(text(record))["input_ids"]) if tokenizer else len(text(record).encode("utf-8"))
+        if n >= max_length:
+            problems.append(f"{path}:{lineno}: instruction {record['id']!r} is {n} tokens"
+                            + ("" if tokenizer else " (bytes: the student's tokenizer is not available yet)")
+                            + f", not shorter than student.train.max_length={max_length}: it would be paid for "
+                            "and then cut away in training (shorten it, drop it, or raise max_length)")
+    return problems[:10] + ([f"... and {len(problems) - 10} more too-long seed instructions"] if len(problems) > 10 else [])
+
+
+def _writable(key: str, path: Path) -> str | None:
+    """Probe `path`, or where it would be created (a dry run creates nothing)."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{key}={str(path)!r}: {existing} is not a directory"
+    try:
+        probe = existing / f".preflight-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        return f"{key}={str(path)!r}: cannot be written ({e.strerror or e})"
+    return None
+
+
+def check_writable(config: dict) -> list[str]:
+    """The response cache and the run's results can be written (an answer that cannot be stored is paid twice)."""
+    checks = [("llm.cache_dir", Path(config["llm"]["cache_dir"])), ("run (results/<run>)", Path("results") / config["run"])]
+    if config["llm"].get("ledger_dir"):
+        checks.append(("llm.ledger_dir", Path(config["llm"]["ledger_dir"])))
+    return [p for key, path in checks if (p := _writable(key, path))]
+
+
+CHECKPOINT_RULES = {"base_student": "build_base_student", "student": "train_student"}
+
+
+def check_checkpoints(config: dict) -> list[str]:
+    """A checkpoint Snakemake considers built (no incomplete marker) holds config, weights and tokenizer;
+    a damaged one would otherwise count as done ("Nothing to be done") and fail later jobs."""
+    results, problems = Path("results") / config["run"], []
+    for ckpt in [results / "base_student", *sorted(results.glob("iter*/student"))]:
+        if not ckpt.is_dir():
+            continue
+        marker = Path(".snakemake/incomplete") / base64.urlsafe_b64encode(str(ckpt).encode()).decode()
+        if marker.exists():   # a job died writing it: Snakemake reruns it (--rerun-incomplete)
+            continue
+        missing = [what for what, globs in (("config.json", ["config.json"]),
+                                            ("weights", ["*.safetensors", "*.bin"]),
+                                            ("tokenizer", ["tokenizer.json", "tokenizer_config.json"]))
+                   if not any(any(ckpt.glob(g)) for g in globs)]
+        if missing:
+            problems.append(f"{ckpt}: a damaged checkpoint (no {', no '.join(missing)}); rebuild it with "
+                            f"`rm -r {ckpt}` and rerun (Snakemake reruns {CHECKPOINT_RULES[ckpt.name]} and what "
+                            "depends on it)")
+    return problems
+
+
+def check_batch(config: dict) -> list[str]:
+    train = config["student"]["train"]
+    if train["effective_batch_size"] % train["per_device_batch_size"]:
+        return [f"student.train.effective_batch_size={train['effective_batch_size']} is not a multiple of "
+                f"student.train.per_device_batch_size={train['per_device_batch_size']} (x the GPUs of the job)"]
+    return []
+
+
 def preflight(config: dict) -> None:
     """Raise PreflightError listing every problem found, before any job runs."""
-    problems = check_student(config) + check_vllm(config) + check_prompts(config)
+    problems = (check_student(config) + check_vllm(config) + check_prompts(config) + check_prices(config)
+                + check_lm_eval(config) + check_batch(config) + check_writable(config) + check_checkpoints(config)
+                + check_seeds(config))
     if not config["llm"].get("offline"):
         problems += check_endpoints(config)
     if problems:

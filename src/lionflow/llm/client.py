@@ -162,6 +162,7 @@ class Stats:
     cost_usd: float = 0.0
     wall_s: float = 0.0
     shared: int = 0                # answers another job paid for while this one waited (also in cache_hits)
+    cache_damaged: int = 0         # cache records that could not be read (reported with path and line)
     served: collections.Counter = field(default_factory=collections.Counter)   # (model, fingerprint) -> answers
     warnings: list = field(default_factory=list)
 
@@ -283,9 +284,18 @@ class LLM:
             results = complete_in_batch(self, requests, desc or self.role.name, ids)
         else:
             results = asyncio.run(self._complete_all(requests, desc or self.role.name, ids))
+        self._note_damage()
         self._check_failures(results)
         self._check_served()
         return results
+
+    def _note_damage(self) -> None:
+        damaged = self.cache.damaged
+        if len(damaged) > self.stats.cache_damaged:
+            self.stats.cache_damaged = len(damaged)
+            shown = "; ".join(f"{path}:{line}: {reason}" for path, line, reason in damaged[:3])
+            self.stats.warnings.append(f"{len(damaged)} damaged record(s) in the LLM cache, their requests paid again "
+                                       f"if asked: {shown}" + (" ..." if len(damaged) > 3 else ""))
 
     def _check_failures(self, results) -> None:
         failed = [r.error for r in results if isinstance(r, LLMFailure)]

@@ -130,10 +130,11 @@ def train(init_dir, examples: list[dict], out_dir, cfg: TrainConfig = TrainConfi
 
     # gradient accumulation: effective batch = per_device x processes x accumulation
     per_step = cfg.per_device_batch_size * accelerator.num_processes
-    grad_accum = max(1, cfg.effective_batch_size // per_step)
     if cfg.effective_batch_size % per_step:
-        log.warning("effective_batch_size %d not divisible by %d; using %d x %d = %d",
-                    cfg.effective_batch_size, per_step, per_step, grad_accum, per_step * grad_accum)
+        raise ValueError(f"student.train.effective_batch_size={cfg.effective_batch_size} is not a multiple of "
+                         f"student.train.per_device_batch_size={cfg.per_device_batch_size} x {accelerator.num_processes} "
+                         "processes (the GPUs of the job): change one of them")
+    grad_accum = cfg.effective_batch_size // per_step
 
     tokenizer = ensure_chat_template(AutoTokenizer.from_pretrained(init_dir))
     model = AutoModelForCausalLM.from_pretrained(init_dir, dtype=torch.float32)
