@@ -10,13 +10,6 @@ from lionflow.smk import role_identity
 
 validate(config, "../config/schema.yaml")
 
-for _role in ("teacher", "referee", "generator"):
-    if config["llm"][_role]["endpoint"] not in config["llm"]["endpoints"]:
-        raise ValueError(
-            f"config: llm.{_role}.endpoint={config['llm'][_role]['endpoint']!r} is not one of "
-            f"llm.endpoints ({', '.join(config['llm']['endpoints'])})"
-        )
-
 # Every endpoint, key, model and the base student checked before any job runs (the jobs of a
 # cluster run parse this file again: only the main process checks).
 if workflow.is_main_process:

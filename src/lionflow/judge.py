@@ -56,7 +56,10 @@ def role_configs(llm: dict, judge: dict) -> dict:
                   "params": judge["params"] if judge.get("params") is not None else referee.get("params", {}),
                   "prompt": judge["prompt"]}
     reference_role = copy.deepcopy(judge.get("reference") or llm["teacher"])
-    for key, role in (("eval.judge.endpoint", judge_role), ("eval.judge.reference.endpoint", reference_role)):
+    for key, role in (("eval.judge.endpoint" if judge.get("endpoint") or judge.get("model") else
+                       "llm.referee.endpoint (the judge's default)", judge_role),
+                      ("eval.judge.reference.endpoint" if judge.get("reference") else
+                       "llm.teacher.endpoint (the reference's default)", reference_role)):
         if role["endpoint"] not in llm["endpoints"]:
             raise ValueError(f"config: {key}={role['endpoint']!r} is not one of llm.endpoints "
                              f"({', '.join(llm['endpoints'])})")

@@ -257,6 +257,23 @@ def check_lm_eval(config: dict) -> list[str]:
             "lm-eval task or group" for t in missing]
 
 
+def check_judge_questions(config: dict) -> list[str]:
+    """eval.judge.questions: valid question records (the reader names the file and line)."""
+    from .artifacts import ArtifactError, iter_jsonl
+
+    judge = config["eval"]["judge"]
+    if not judge["enabled"]:
+        return []
+    try:
+        if not any(True for _ in iter_jsonl(judge["questions"], "eval_question")):
+            return [f"eval.judge.questions={judge['questions']!r}: the file holds no question"]
+    except FileNotFoundError:
+        return [f"eval.judge.questions={judge['questions']!r}: no such file"]
+    except ArtifactError as e:
+        return [f"eval.judge.questions: {e}"]
+    return []
+
+
 def _student_tokenizer(config: dict):
     """The base student's tokenizer where it loads without a download, else None."""
     from transformers import AutoTokenizer
@@ -366,11 +383,20 @@ def check_batch(config: dict) -> list[str]:
     return []
 
 
+def check_roles(config: dict) -> list[str]:
+    """Every role names a declared endpoint (the other checks need it)."""
+    llm = config["llm"]
+    return [f"llm.{role}.endpoint={llm[role]['endpoint']!r} is not one of llm.endpoints ({', '.join(llm['endpoints'])})"
+            for role in ("teacher", "referee", "generator") if llm[role]["endpoint"] not in llm["endpoints"]]
+
+
 def preflight(config: dict) -> None:
     """Raise PreflightError listing every problem found, before any job runs."""
+    if problems := check_roles(config):
+        raise PreflightError("preflight: " + "; ".join(problems))
     problems = (check_student(config) + check_vllm(config) + check_prompts(config) + check_prices(config)
                 + check_lm_eval(config) + check_batch(config) + check_writable(config) + check_checkpoints(config)
-                + check_seeds(config))
+                + check_seeds(config) + check_judge_questions(config))
     if not config["llm"].get("offline"):
         problems += check_endpoints(config)
     if problems:

@@ -446,15 +446,18 @@ class LLM:
         def finished(key: str, task: asyncio.Task) -> None:
             window.release()
             result = None if task.cancelled() else (task.exception() or task.result())
-            gen = gens.pop(key, None)
-            if gen is not None:
-                claims.release(key, gen, answered=self.cache.get(key) is not None)
             if isinstance(result, BudgetExceeded):
                 stop.append(result)
                 result = None
             elif isinstance(result, BaseException):
-                crashed.append(result)   # a bug, not a failed request: re-raised below
+                crashed.append(result)   # a bug or a cache that cannot be written, not a failed request: re-raised
                 result = None
+            gen = gens.pop(key, None)
+            if gen is not None:
+                try:
+                    claims.release(key, gen, answered=self.cache.get(key) is not None)
+                except OSError as e:     # an exception in a done-callback would be lost
+                    crashed.append(e)
             resolve(key, result)
 
         async def start(key: str) -> None:
