@@ -357,8 +357,10 @@ DAMAGE = [
     ("a torn JSON line", lambda lines: lines.__setitem__(4, b'{"key": "abc", "cont\n'), "not JSON"),
     ("bytes that are not UTF-8", lambda lines: lines.__setitem__(4, b'{"key": "caf\xe9"}\n'), "not UTF-8"),
     ("a record without a key", lambda lines: lines.__setitem__(4, b'{"content": "x"}\n'), "without a request key"),
-    ("an answer without content", lambda lines: lines.__setitem__(4, json.dumps({"key": "k" * 64}).encode() + b"\n"),
+    ("an answer that lost its content", lambda lines: lines.__setitem__(
+        4, json.dumps({k: v for k, v in json.loads(lines[4]).items() if k != "content"}).encode() + b"\n"),
      "without content"),
+    ("an answer cut short, its key intact", lambda lines: lines.__setitem__(4, lines[4][:120] + b"\n"), "not JSON"),
 ]
 
 

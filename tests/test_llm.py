@@ -52,6 +52,57 @@ def test_cache_survives_a_torn_line(tmp_path):
     assert ResponseCache(tmp_path).get("k2")["content"] == "b"
 
 
+def _dead_writers_part(directory, records: list[bytes]) -> "os.PathLike":
+    """A part file as a process that has exited left it (pid 2**22 + 1 is never alive)."""
+    from lionflow.llm.shared import HOST
+
+    part = directory / f"part-{HOST}-{2**22 + 1}-deadbeef.jsonl"
+    part.write_bytes(b"".join(records))
+    return part
+
+
+def _record(i: int) -> bytes:
+    return json.dumps({"key": request_key("u", "m", [{"role": "user", "content": str(i)}], {}),
+                       "content": f"answer {i}", "finish_reason": "stop"}).encode() + b"\n"
+
+
+def test_a_finished_part_is_indexed_once_then_loaded_without_scanning(tmp_path, caplog):
+    """The index of a part whose writer is gone (key -> offset and length; damaged lines) is saved by the
+    first job that reads it; later jobs load it and read an answer from disk only when asked for it."""
+    records = [_record(i) for i in range(50)]
+    records[7] = b'{"key": "torn in the middle\n'
+    part = _dead_writers_part(tmp_path, records + [b'{"key": "torn tail'])
+    first = ResponseCache(tmp_path)
+    assert len(first) == 49
+    idx = tmp_path / "index" / f"{part.name}.idx"
+    assert idx.is_file() and f"{part}:8: not JSON" in caplog.text
+    caplog.clear()
+    scanned = []
+    original = ResponseCache._scan
+    ResponseCache._scan = lambda self, *a: scanned.append(a) or original(self, *a)
+    try:
+        later = ResponseCache(tmp_path)
+        assert len(later) == 49 and scanned == []                 # from the index alone
+    finally:
+        ResponseCache._scan = original
+    assert later.get(json.loads(records[3])["key"])["content"] == "answer 3"
+    assert later.get(json.loads(records[49])["key"])["content"] == "answer 49"
+    assert later.damaged == [(str(part), 8, later.damaged[0][2])] and f"{part}:8" in caplog.text
+    # a lookup checks what it reads: a record damaged after indexing is reported, then a miss
+    data = part.read_bytes()
+    at = data.index(b"answer 10")
+    part.write_bytes(data[:at] + b"\xff" + data[at + 1:])
+    assert ResponseCache(tmp_path).get(json.loads(records[10])["key"]) is None
+
+
+def test_an_index_that_no_longer_matches_its_part_is_rebuilt(tmp_path):
+    part = _dead_writers_part(tmp_path, [_record(i) for i in range(5)])
+    assert len(ResponseCache(tmp_path)) == 5
+    part.write_bytes(part.read_bytes() + _record(5))        # a part copied over from elsewhere, say
+    assert len(ResponseCache(tmp_path)) == 6
+    assert len(ResponseCache(tmp_path)) == 6
+
+
 def test_request_key_covers_model_messages_and_params():
     m = [{"role": "user", "content": "x"}]
     base = request_key("http://a/v1", "m", m, {"temperature": 0.7})

@@ -167,7 +167,7 @@ def read_jsonl(path: str | os.PathLike, kind: str) -> list[dict]:
     return list(iter_jsonl(path, kind))
 
 
-def _atomic_write(path: str | os.PathLike, text: str) -> None:
+def atomic_write(path: str | os.PathLike, text: str) -> None:
     with _AtomicFile(path) as f:
         f.write(text)
 
@@ -260,4 +260,4 @@ def read_json(path: str | os.PathLike, kind: str) -> dict:
 
 def write_json(path: str | os.PathLike, data: dict, kind: str) -> None:
     validate(data, kind, str(path))
-    _atomic_write(path, _dumps(data, kind, str(path), indent=2) + "\n")
+    atomic_write(path, _dumps(data, kind, str(path), indent=2) + "\n")

@@ -135,7 +135,7 @@ def complete_in_batch(llm, requests, desc: str, ids=None) -> list[Completion | L
         return results
     finally:
         for key, gen in mine.items():
-            claims.release(key, gen, answered=llm.cache.get(key) is not None)
+            claims.release(key, gen, answered=key in llm.cache)
         llm.cache.close()
         if llm.ledger:
             llm.ledger.close()

@@ -20,9 +20,11 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from pathlib import Path
 
+from ..artifacts import atomic_write
 from .shared import HOST, _pid_alive, process_id
 
 log = logging.getLogger(__name__)
@@ -59,7 +61,20 @@ def damaged_reason(line: bytes) -> str | None:
     return None
 
 
+# A record as put() writes it: its key first. Scanning for these lines (C speed) indexes a part
+# file without parsing its answers; an answer is parsed, and checked, when it is looked up.
+_RECORD = re.compile(rb'^\{"key": "([\x20\x21\x23-\x5b\x5d-\x7e]+)"(, "released": true)?[^\n]*\}\n', re.M)
+_CHUNK = 64 << 20          # a part file is indexed this many bytes at a time: memory stays flat
+_LOCATION = (1 << 64) - 1  # offset << 24 | length, without the part number
+INDEX_VERSION = "lionflow-cache-index-1"
+
+
 class ResponseCache:
+    """The cache of one process: an index (request key -> part file, offset, length) of every
+    answer every process has appended, built by scanning the part files, and the answers read
+    from disk when asked for. Memory grows with the number of answers (about 150 bytes each), not
+    with their text."""
+
     def __init__(self, directory: str | os.PathLike):
         self.dir = Path(directory)
         try:
@@ -74,91 +89,178 @@ class ResponseCache:
         self.part_name = f"part-{process_id()}.jsonl"
         self._dir = str(self.dir)
         self._part = f"{self._dir}/{self.part_name}"
-        self._entries: dict[str, dict] | None = None
+        self._index: dict[str, int] | None = None  # key -> part number << 64 | offset << 24 | length
+        self._parts: list[str] = []                # part number -> file name
+        self._part_no: dict[str, int] = {}
         self._offsets: dict[str, int] = {}
         self._lines: dict[str, int] = {}          # complete lines read per part (for the line numbers of damage)
         self.damaged: list[tuple[str, int, str]] = []   # (path, line, reason) of records that could not be read
         self._finished: set[str] = set()          # parts whose writer is gone: read in full, never grow
         self._checked: dict[str, float] = {}
         self._released: list[str] = []            # keys other processes released unanswered, not yet taken
+        self._collect: list | None = None         # index lines of a finished part being read
         self._wrote = False
         self._repaired = False
 
-    def _load(self) -> dict[str, dict]:
-        if self._entries is None:
-            self._entries = {}
+    def _load(self) -> dict[str, int]:
+        if self._index is None:
+            self._index = {}
             self.refresh()
-        return self._entries
+        return self._index
 
     def refresh(self, also=(), listing: bool = True) -> int:
         """Read what writers appended since the last read: every part file listed (listing), and
         `also` (part files named by claims, read even before a listing shows them); returns the
         number of new records."""
-        if self._entries is None:
-            self._entries = {}
+        if self._index is None:
+            self._index = {}
         names = set(also)
         if listing:
             names.update(n for n in os.listdir(self.dir) if n.startswith("part-") and n.endswith(".jsonl"))
-        return sum(self._tail(name) for name in names if name not in self._finished)
+        new = 0
+        for name in sorted(names - self._finished):
+            if name not in self._offsets and name != self.part_name and self._writer_gone(name):
+                new += self._load_finished(name)
+            else:
+                new += self._tail(name)
+        return new
+
+    # A part whose writer is gone never changes again: the first process to read it in full saves
+    # its index (`index/<part>.idx`: key, offset and length of each answer, and the damaged lines),
+    # and every later job loads that instead of scanning the answers.
+    def _load_finished(self, name: str) -> int:
+        idx = self.dir / "index" / f"{name}.idx"
+        try:
+            size = os.stat(f"{self._dir}/{name}").st_size
+            data = idx.read_bytes()
+        except FileNotFoundError:
+            data = b""
+        header, _, body = data.partition(b"\n")
+        version, _, sizes = header.decode(errors="replace").partition(" ")
+        if version != INDEX_VERSION or sizes.split(" ")[0] != str(size):
+            collected: list = []
+            self._collect = collected
+            try:
+                new = self._tail(name)
+            finally:
+                self._collect = None
+            self._finished.add(name)
+            try:
+                atomic_write(idx, f"{INDEX_VERSION} {size} {self._offsets.get(name, 0)}\n" + "".join(collected))
+            except OSError as e:
+                log.warning("could not save the cache index %s (%s); jobs will scan the part instead", idx, e)
+            return new
+        index, part, new = self._index, self._number(name) << 64, 0
+        for line in body.split(b"\n"):
+            if not line:
+                continue
+            key, _, where = line.rpartition(b" ")
+            if key.startswith(b"! "):          # a damaged line: reported by every job that reads the part
+                lineno, _, reason = line[2:].partition(b" ")
+                self._report_damage(name, int(lineno), reason.decode())
+            else:
+                index[key.decode()] = part | int(where)
+                new += 1
+        self._offsets[name] = int(sizes.split(" ")[1])   # a torn last line stays unread
+        self._finished.add(name)
+        return new
+
+    def _number(self, name: str) -> int:
+        if name not in self._part_no:
+            self._part_no[name] = len(self._parts)
+            self._parts.append(name)
+        return self._part_no[name]
 
     def _tail(self, name: str) -> int:
         try:
             f = open(f"{self._dir}/{name}", "rb")
         except FileNotFoundError:
             return 0
+        new, grew = 0, False
         with f:
             size = os.fstat(f.fileno()).st_size
             offset = self._offsets.get(name, 0)
-            data = b""
-            if size > offset:
+            chunk = _CHUNK
+            while size > offset:
                 f.seek(offset)
-                data = f.read(size - offset)
-        end = data.rfind(b"\n") + 1       # a torn tail line is read once it is complete (if ever)
-        new, lineno = 0, self._lines.get(name, 0)
-        for line in data[:end].split(b"\n")[:-1]:
-            lineno += 1
-            if not line.strip():
-                continue
-            reason = damaged_reason(line)
-            if reason is not None:
-                self._report_damage(name, lineno, reason)
-                continue
-            entry = json.loads(line)
-            key = entry["key"]
-            new += 1
-            if "released" in entry:
-                if name != self.part_name:
-                    self._released.append(key)
-            else:
-                self._entries[key] = entry
-        self._offsets[name] = offset + end
-        self._lines[name] = lineno
-        if not data and name != self.part_name:
+                data = f.read(min(chunk, size - offset))
+                end = data.rfind(b"\n") + 1   # a torn tail line is read once it is complete (if ever)
+                if not end:
+                    if offset + len(data) >= size:
+                        break
+                    chunk *= 2                 # a line longer than the chunk
+                    continue
+                new += self._scan(name, data[:end], offset)
+                offset += end
+                grew = True
+            self._offsets[name] = offset
+        if not grew and name != self.part_name:
             self._check_finished(name)
         return new
 
-    def _report_damage(self, name: str, lineno: int, reason: str) -> None:
-        path = f"{self._dir}/{name}"
-        self.damaged.append((path, lineno, reason))
-        if len(self.damaged) <= 10:
-            log.warning("damaged LLM cache record %s:%d: %s; its request, if asked again, is paid again",
-                        path, lineno, reason)
+    def _scan(self, name: str, data: bytes, base: int) -> int:
+        """Index the complete lines `data` (read at offset `base` of part `name`)."""
+        index, part, lineno = self._index, self._number(name) << 64, self._lines.get(name, 0)
+        own = name == self.part_name
+        new = pos = 0
+        for m in _RECORD.finditer(data):
+            start, end = m.span()
+            if start != pos:
+                self._damaged_span(name, data, base, pos, start, lineno)
+            key = m.group(1).decode()
+            if m.group(2):
+                if not own:
+                    self._released.append(key)
+            else:
+                index[key] = where = part | (base + start) << 24 | (end - start)
+                if self._collect is not None:
+                    self._collect.append(f"{key} {where & _LOCATION}\n")
+            new += 1
+            pos = end
+        if pos != len(data):
+            self._damaged_span(name, data, base, pos, len(data), lineno)
+        self._lines[name] = lineno + data.count(b"\n")
+        return new
 
-    def _check_finished(self, name: str) -> None:
-        now = time.monotonic()
-        if now - self._checked.get(name, -1e9) < FINISHED_CHECK_S:
-            return
-        self._checked[name] = now
-        writer = name[len("part-"):-len(".jsonl")]
-        try:
-            host, pid, _ = writer.rsplit("-", 2)
-            pid = int(pid)
-        except ValueError:
-            return
-        gone = (not _pid_alive(pid)) if host == HOST else not (self.dir / "live" / f"{writer}.0").exists()
-        if gone:
-            self._tail(name)              # anything written just before it went
-            self._finished.add(name)
+    def _damaged_span(self, name: str, data: bytes, base: int, start: int, end: int, lineno: int) -> None:
+        """Lines between records that do not start as put() writes them: parsed one by one (a valid
+        record is indexed, a damaged one reported with its line; blank lines are ignored)."""
+        first = lineno + data.count(b"\n", 0, start) + 1
+        pos = start
+        for i, line in enumerate(data[start:end].split(b"\n")[:-1]):
+            if line.strip():
+                reason = damaged_reason(line)
+                if reason is not None:
+                    self._report_damage(name, first + i, reason)
+                else:
+                    entry = json.loads(line)
+                    if "released" in entry:
+                        if name != self.part_name:
+                            self._released.append(entry["key"])
+                    else:
+                        where = (base + pos) << 24 | (len(line) + 1)
+                        self._index[entry["key"]] = self._number(name) << 64 | where
+                        if self._collect is not None and " " not in entry["key"] and "\n" not in entry["key"]:
+                            self._collect.append(f"{entry['key']} {where}\n")
+            pos += len(line) + 1
+
+    def _read(self, key: str, where: int) -> dict | None:
+        name = self._parts[where >> 64]
+        offset, length = (where >> 24) & ((1 << 40) - 1), where & ((1 << 24) - 1)
+        with open(f"{self._dir}/{name}", "rb") as f:
+            f.seek(offset)
+            line = f.read(length)
+        reason = damaged_reason(line)
+        if reason is None:
+            entry = json.loads(line)
+            if entry["key"] == key:
+                return entry
+            reason = "a record at an offset another one was indexed at (the file was rewritten)"
+        del self._index[key]
+        with open(f"{self._dir}/{name}", "rb") as f:
+            lineno = f.read(offset).count(b"\n") + 1
+        self._report_damage(name, lineno, reason)
+        return None
 
     def take_released(self) -> list[str]:
         released, self._released = self._released, []
@@ -167,17 +269,49 @@ class ResponseCache:
     def __len__(self) -> int:
         return len(self._load())
 
+    def __contains__(self, key: str) -> bool:
+        return key in self._load()
+
     def get(self, key: str) -> dict | None:
-        return self._load().get(key)
+        where = self._load().get(key)
+        return None if where is None else self._read(key, where)
 
     def put(self, key: str, entry: dict) -> None:
         entry = {"key": key, **entry, "created": time.time()}
         self._append(json.dumps(entry, ensure_ascii=False) + "\n")
-        self._load()[key] = entry
+        self._load()
+        self.refresh(also=(self.part_name,), listing=False)   # indexes the line just written
 
     def put_release(self, key: str) -> None:
         """Record that this process gave up its claim on `key` unanswered (waiters take over)."""
         self._append(json.dumps({"key": key, "released": True, "t": time.time()}) + "\n")
+
+    def _report_damage(self, name: str, lineno: int, reason: str) -> None:
+        if self._collect is not None:
+            self._collect.append(f"! {lineno} {' '.join(reason.split())}\n")
+        path = f"{self._dir}/{name}"
+        self.damaged.append((path, lineno, reason))
+        if len(self.damaged) <= 10:
+            log.warning("damaged LLM cache record %s:%d: %s; its request, if asked again, is paid again",
+                        path, lineno, reason)
+
+    def _writer_gone(self, name: str) -> bool:
+        writer = name[len("part-"):-len(".jsonl")]
+        try:
+            host, pid, _ = writer.rsplit("-", 2)
+            pid = int(pid)
+        except ValueError:
+            return False
+        return (not _pid_alive(pid)) if host == HOST else not (self.dir / "live" / f"{writer}.0").exists()
+
+    def _check_finished(self, name: str) -> None:
+        now = time.monotonic()
+        if now - self._checked.get(name, -1e9) < FINISHED_CHECK_S:
+            return
+        self._checked[name] = now
+        if self._writer_gone(name):
+            self._tail(name)              # anything written just before it went
+            self._finished.add(name)
 
     def _append(self, line: str) -> None:
         try:

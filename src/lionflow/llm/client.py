@@ -455,7 +455,7 @@ class LLM:
             gen = gens.pop(key, None)
             if gen is not None:
                 try:
-                    claims.release(key, gen, answered=self.cache.get(key) is not None)
+                    claims.release(key, gen, answered=key in self.cache)
                 except OSError as e:     # an exception in a done-callback would be lost
                     crashed.append(e)
             resolve(key, result)
@@ -546,7 +546,7 @@ class LLM:
                 await wait_for_others()
         finally:
             for key in list(gens):   # interrupted: what we hold goes back to the other jobs
-                claims.release(key, gens.pop(key), answered=self.cache.get(key) is not None)
+                claims.release(key, gens.pop(key), answered=key in self.cache)
             bar.close()
             if client is not None:
                 await client.close()
