@@ -143,3 +143,37 @@ def test_demo_questions_are_held_out_and_understood_by_the_oracle():
     lm_eval = {problem_key(json.loads(line)["question"])
                for f in (ROOT / "resources/lm_eval/data").glob("*.jsonl") for line in f.read_text().splitlines()}
     assert not keys & seeds and not keys & lm_eval
+
+
+def test_judge_and_reference_spend_from_the_run_budget(tmp_path):
+    """The paper's most expensive calls (GPT-4 judging, ChatGPT answering the eval set) are priced, booked
+    in the run's ledger with the other roles and stopped by llm.budget_usd before overspending."""
+    import yaml
+    from snakemake.utils import validate as validate_config
+
+    from lionflow.llm import BudgetExceeded
+    from lionflow.smk import judge_llm_for, llm_for
+
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    config["llm"] |= {"cache_dir": str(tmp_path / "cache"), "ledger_dir": str(tmp_path / "ledger"),
+                      "prices": {"oracle-1": {"input_per_mtok": 1000.0, "output_per_mtok": 4000.0},
+                                 "judge-4": {"input_per_mtok": 10000.0, "output_per_mtok": 20000.0}},
+                      "budget_usd": 30.0}
+    config["eval"]["judge"]["model"] = "judge-4"
+    validate_config(config, str(ROOT / "config" / "schema.yaml"))
+    ask = lambda llm, n, tag: llm.complete([([{"role": "user", "content": f"{tag}: what is {i} + 1?"}], {})
+                                            for i in range(n)])
+
+    ask(llm_for(config["llm"], "teacher"), 3, "teacher")
+    reference = judge_llm_for(config, "reference")
+    ask(reference, 3, "reference")
+    assert reference.stats.cost_usd > 0                        # priced as the teacher's model
+    entries = [json.loads(line) for p in (tmp_path / "ledger").glob("part-*.jsonl") for line in p.open()]
+    stages = {e["stage"] for e in entries if "stage" in e}
+    assert {"teacher", "reference"} <= stages                 # one ledger for the run, every role in it
+    judge = judge_llm_for(config, "judge")
+    with pytest.raises(BudgetExceeded, match=r"llm.budget_usd = \$30"):
+        ask(judge, 200, "judge")            # at most 512 tokens at $20,000 per million: ~$10 each, worst case
+    entries = [json.loads(line) for p in (tmp_path / "ledger").glob("part-*.jsonl") for line in p.open()]
+    spent = sum(e["cost_usd"] for e in entries if "cost_usd" in e and "stage" in e)
+    assert "judge" in {e.get("stage") for e in entries} and 0 < spent <= 30.0
