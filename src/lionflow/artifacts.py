@@ -168,11 +168,11 @@ def read_jsonl(path: str | os.PathLike, kind: str) -> list[dict]:
 
 
 def atomic_write(path: str | os.PathLike, text: str) -> None:
-    with _AtomicFile(path) as f:
+    with AtomicFile(path) as f:
         f.write(text)
 
 
-class _AtomicFile:
+class AtomicFile:
     """A temp file beside `path`, renamed onto it on a clean exit and removed on an exception."""
 
     def __init__(self, path: str | os.PathLike):
@@ -224,7 +224,7 @@ class JsonlWriter:
 
     def __init__(self, path: str | os.PathLike, kind: str):
         self.path, self.kind, self.count = path, kind, 0
-        self._atomic = _AtomicFile(path)
+        self._atomic = AtomicFile(path)
 
     def __enter__(self) -> "JsonlWriter":
         self._file = self._atomic.__enter__()

@@ -15,6 +15,7 @@ may hold release records (`{"key": ..., "released": true}`): a process gave up a
 
 from __future__ import annotations
 
+import binascii
 import errno
 import hashlib
 import json
@@ -24,7 +25,7 @@ import re
 import time
 from pathlib import Path
 
-from ..artifacts import atomic_write
+from ..artifacts import AtomicFile
 from .shared import HOST, _pid_alive, process_id
 
 log = logging.getLogger(__name__)
@@ -63,10 +64,25 @@ def damaged_reason(line: bytes) -> str | None:
 
 # A record as put() writes it: its key first. Scanning for these lines (C speed) indexes a part
 # file without parsing its answers; an answer is parsed, and checked, when it is looked up.
-_RECORD = re.compile(rb'^\{"key": "([\x20\x21\x23-\x5b\x5d-\x7e]+)"(, "released": true)?[^\n]*\}\n', re.M)
-_CHUNK = 64 << 20          # a part file is indexed this many bytes at a time: memory stays flat
+_RECORD = re.compile(rb'^\{"key": "([\x21\x23-\x5b\x5d-\x7e]+)"(, "released": true)?[^\n]*\}\n', re.M)
+_CHUNK = 16 << 20          # a part file is indexed this many bytes at a time: memory stays flat
 _LOCATION = (1 << 64) - 1  # offset << 24 | length, without the part number
 INDEX_VERSION = "lionflow-cache-index-1"
+
+
+def _slot(key: str | bytes) -> bytes | str:
+    """A key as the index holds it: a sha256 hex digest (every request key) as its 32 bytes (half the
+    memory of the string), any other key as a string."""
+    if len(key) == 64:
+        try:
+            return binascii.unhexlify(key)
+        except (binascii.Error, ValueError):
+            pass
+    return key.decode() if isinstance(key, bytes) else key
+
+
+class _NoIndex(Exception):
+    """A part holding a key that the index format cannot hold (white space): it is scanned each time."""
 
 
 class ResponseCache:
@@ -98,7 +114,9 @@ class ResponseCache:
         self._finished: set[str] = set()          # parts whose writer is gone: read in full, never grow
         self._checked: dict[str, float] = {}
         self._released: list[str] = []            # keys other processes released unanswered, not yet taken
-        self._collect: list | None = None         # index lines of a finished part being read
+        self._collect = None                      # the index file of a finished part being read
+        self._collect_damage: list = []
+        self._collect_failed = False
         self._wrote = False
         self._repaired = False
 
@@ -126,8 +144,9 @@ class ResponseCache:
         return new
 
     # A part whose writer is gone never changes again: the first process to read it in full saves
-    # its index (`index/<part>.idx`: key, offset and length of each answer, and the damaged lines),
-    # and every later job loads that instead of scanning the answers.
+    # its index (`index/<part>.idx`: "<key> <offset << 24 | length>" per answer, then the damaged
+    # lines, then a trailer with the part's size), and every later job loads that instead of
+    # scanning the answers.
     def _load_finished(self, name: str) -> int:
         idx = self.dir / "index" / f"{name}.idx"
         try:
@@ -135,33 +154,44 @@ class ResponseCache:
             data = idx.read_bytes()
         except FileNotFoundError:
             data = b""
-        header, _, body = data.partition(b"\n")
-        version, _, sizes = header.decode(errors="replace").partition(" ")
-        if version != INDEX_VERSION or sizes.split(" ")[0] != str(size):
-            collected: list = []
-            self._collect = collected
-            try:
-                new = self._tail(name)
-            finally:
-                self._collect = None
-            self._finished.add(name)
-            try:
-                atomic_write(idx, f"{INDEX_VERSION} {size} {self._offsets.get(name, 0)}\n" + "".join(collected))
-            except OSError as e:
-                log.warning("could not save the cache index %s (%s); jobs will scan the part instead", idx, e)
-            return new
-        index, part, new = self._index, self._number(name) << 64, 0
-        for line in body.split(b"\n"):
-            if not line:
-                continue
-            key, _, where = line.rpartition(b" ")
-            if key.startswith(b"! "):          # a damaged line: reported by every job that reads the part
-                lineno, _, reason = line[2:].partition(b" ")
-                self._report_damage(name, int(lineno), reason.decode())
-            else:
-                index[key.decode()] = part | int(where)
-                new += 1
-        self._offsets[name] = int(sizes.split(" ")[1])   # a torn last line stays unread
+        body, _, trailer = data.rpartition(b"!end ")
+        fields = trailer.decode(errors="replace").split()
+        if len(fields) != 3 or fields[0] != INDEX_VERSION or fields[1] != str(size):
+            return self._index_finished(name, idx)
+        pairs, _, damaged = body.partition(b"!damaged\n")
+        tokens = pairs.split()
+        part, keys = self._number(name) << 64, tokens[0::2]
+        try:   # request keys are sha256 hex digests: held as their 32 bytes
+            slots = list(map(binascii.unhexlify, keys)) if all(len(k) == 64 for k in keys) else None
+        except binascii.Error:
+            slots = None
+        self._index.update(zip(slots or map(_slot, keys), [part | w for w in map(int, tokens[1::2])]))
+        for line in damaged.splitlines():  # reported by every job that reads the part
+            lineno, _, reason = line.partition(b" ")
+            self._report_damage(name, int(lineno), reason.decode())
+        self._offsets[name] = int(fields[2])   # a torn last line stays unread
+        self._finished.add(name)
+        return len(tokens) // 2
+
+    def _index_finished(self, name: str, idx: Path) -> int:
+        """Scan a finished part, writing its index as it goes (memory stays flat)."""
+        new = 0
+        try:
+            with AtomicFile(idx) as f:
+                self._collect, self._collect_damage, self._collect_failed = f, [], False
+                try:
+                    new = self._tail(name)
+                finally:
+                    self._collect = None
+                if self._collect_failed:
+                    raise _NoIndex
+                f.write("!damaged\n" + "".join(f"{n} {' '.join(r.split())}\n" for n, r in self._collect_damage)
+                        + f"!end {INDEX_VERSION} {os.stat(f'{self._dir}/{name}').st_size} {self._offsets[name]}\n")
+        except _NoIndex:
+            pass
+        except OSError as e:   # no index (a read-only cache, a full disk): this job scans the rest itself
+            log.info("no index saved for the cache part %s (%s)", name, e)
+            new += self._tail(name)
         self._finished.add(name)
         return new
 
@@ -207,14 +237,14 @@ class ResponseCache:
             start, end = m.span()
             if start != pos:
                 self._damaged_span(name, data, base, pos, start, lineno)
-            key = m.group(1).decode()
             if m.group(2):
                 if not own:
-                    self._released.append(key)
+                    self._released.append(m.group(1).decode())
             else:
-                index[key] = where = part | (base + start) << 24 | (end - start)
+                raw = m.group(1)
+                index[_slot(raw)] = where = part | (base + start) << 24 | (end - start)
                 if self._collect is not None:
-                    self._collect.append(f"{key} {where & _LOCATION}\n")
+                    self._collect.write(f"{raw.decode()} {where & _LOCATION}\n")
             new += 1
             pos = end
         if pos != len(data):
@@ -239,9 +269,10 @@ class ResponseCache:
                             self._released.append(entry["key"])
                     else:
                         where = (base + pos) << 24 | (len(line) + 1)
-                        self._index[entry["key"]] = self._number(name) << 64 | where
-                        if self._collect is not None and " " not in entry["key"] and "\n" not in entry["key"]:
-                            self._collect.append(f"{entry['key']} {where}\n")
+                        self._index[_slot(entry["key"])] = self._number(name) << 64 | where
+                        if self._collect is not None:
+                            self._collect.write(f"{entry['key']} {where}\n")
+                            self._collect_failed |= len(entry["key"].split()) != 1 or entry["key"].startswith("!")
             pos += len(line) + 1
 
     def _read(self, key: str, where: int) -> dict | None:
@@ -256,7 +287,7 @@ class ResponseCache:
             if entry["key"] == key:
                 return entry
             reason = "a record at an offset another one was indexed at (the file was rewritten)"
-        del self._index[key]
+        del self._index[_slot(key)]
         with open(f"{self._dir}/{name}", "rb") as f:
             lineno = f.read(offset).count(b"\n") + 1
         self._report_damage(name, lineno, reason)
@@ -270,10 +301,10 @@ class ResponseCache:
         return len(self._load())
 
     def __contains__(self, key: str) -> bool:
-        return key in self._load()
+        return _slot(key) in self._load()
 
     def get(self, key: str) -> dict | None:
-        where = self._load().get(key)
+        where = self._load().get(_slot(key))
         return None if where is None else self._read(key, where)
 
     def put(self, key: str, entry: dict) -> None:
@@ -288,7 +319,7 @@ class ResponseCache:
 
     def _report_damage(self, name: str, lineno: int, reason: str) -> None:
         if self._collect is not None:
-            self._collect.append(f"! {lineno} {' '.join(reason.split())}\n")
+            self._collect_damage.append((lineno, reason))
         path = f"{self._dir}/{name}"
         self.damaged.append((path, lineno, reason))
         if len(self.damaged) <= 10:
