@@ -29,6 +29,7 @@ rule summarize_run:
         easy=iteration_files("easy.jsonl"),
         new_hard=iteration_files("new_hard.jsonl"),
         new_easy=iteration_files("new_easy.jsonl"),
+        rejected=iteration_files("rejected.jsonl"),
         llm_stats=iteration_files("llm_stats/teacher_train.json")
         + iteration_files("llm_stats/teacher_cache.json")
         + iteration_files("llm_stats/referee.json")

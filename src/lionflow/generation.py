@@ -4,9 +4,9 @@ Each request shows the generator one example drawn at random (seeded polars samp
 replacement) and carries its own
 `seed`, so two requests built on the same example are distinct requests (and distinct cache
 entries). Replies go through the paper's filters - cut off by the length limit, 3 words or
-fewer, not text (control or replacement characters), starting with punctuation, leaking the template's own words, ROUGE-L F > threshold
-against the cache pool or an instruction kept before - and rejected ones are kept with their
-reason. Rounds repeat until the requested count is kept or `max_rounds` is reached.
+fewer, not text (control or replacement characters), starting with punctuation, leaking the template's own words, overlapping an evaluation set the run uses
+(decontamination.py), ROUGE-L F > threshold against the cache pool or an instruction kept before -
+and rejected ones are kept with their reason. Rounds repeat until the requested count is kept or `max_rounds` is reached.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from .decontamination import Decontaminator
 from .dedup import filter_near_duplicates
 from .llm import LLM, LLMFailure
 from .prompts import PromptTemplate
@@ -30,6 +31,7 @@ class Filters:
     min_words: int = 4  # the paper rejects instructions of 3 words or fewer
     rouge_threshold: float = 0.7
     leak_words: tuple[str, ...] = ()
+    decontaminator: Decontaminator | None = None  # None: no evaluation sets to check against
 
 
 def is_text(text: str) -> bool:
@@ -113,9 +115,17 @@ def generate_instructions(generator: LLM, template: PromptTemplate, examples: pl
             reason = reject_reason(text, reply.finish_reason, filters) if text else "too_short"
             if reason:
                 rejected.append({"instruction": text, "origin": origin, "parent_id": parent["id"], "reason": reason,
-                                 "max_similarity": None, "most_similar": None})
+                                 "max_similarity": None, "most_similar": None, "shared_ngram": None})
             else:
                 candidates.append((parent, text))
+        if filters.decontaminator is not None:  # before dedup: a copied eval question is named as such
+            matches = filters.decontaminator.check([t for _, t in candidates])
+            for (parent, text), m in zip(candidates, matches):
+                if m is not None:
+                    rejected.append({"instruction": text, "origin": origin, "parent_id": parent["id"],
+                                     "reason": "contaminated", "max_similarity": m.max_similarity,
+                                     "most_similar": m.most_similar, "shared_ngram": m.shared_ngram})
+            candidates = [c for c, m in zip(candidates, matches) if m is None]
         decisions = filter_near_duplicates([t for _, t in candidates], pool, filters.rouge_threshold)
         for (parent, text), d in zip(candidates, decisions):
             if d.kept:
@@ -126,7 +136,7 @@ def generate_instructions(generator: LLM, template: PromptTemplate, examples: pl
             else:
                 rejected.append({"instruction": text, "origin": origin, "parent_id": parent["id"],
                                  "reason": "near_duplicate", "max_similarity": d.max_similarity,
-                                 "most_similar": d.most_similar})
+                                 "most_similar": d.most_similar, "shared_ngram": None})
         log.info("%s round %d: %d kept so far, %d rejected so far", origin, round_ + 1, len(kept), len(rejected))
     if len(kept) < count:
         log.warning("kept %d of %d new %s instructions after %d rounds", len(kept), count, origin, max_rounds)

@@ -85,10 +85,11 @@ def loop_table(summary: dict) -> tuple[list[str], list[list[str]]]:
                      str(it["n_easy"]), pct(100 * it["n_hard"] / judged if judged else None),
                      pct(it["teacher_score_mean"], 2), pct(it["student_score_mean"], 2), str(it["referee_failures"]),
                      str(it["new_hard"]), str(it["new_easy"]),
+                     str(it["rejected"]["contaminated"]) if "rejected" in it else "n/a",
                      str(sum(s["paid"] for s in it.get("llm", {}).values())),
                      str(sum(s["cache_hits"] for s in it.get("llm", {}).values()))])
     return ["iter", "train", "cache", "hard", "easy", "hard %", "teacher", "student", "referee failed",
-            "new hard", "new easy", "paid", "cached"], rows
+            "new hard", "new easy", "contaminated", "paid", "cached"], rows
 
 
 def requests_table(summary: dict) -> tuple[list[str], list[list[str]]]:

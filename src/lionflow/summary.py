@@ -8,7 +8,7 @@ from pathlib import Path
 
 import polars as pl
 
-from .artifacts import read_json, write_json
+from .artifacts import read_json, schema, write_json
 from .frames import scan_frame
 
 POOL_FILES = {  # summary field -> (Snakemake input name, artifact kind); counted rows
@@ -30,13 +30,20 @@ def score_statistics(scores_path) -> dict:
     return {**rounded, "referee_failures": int(row["referee_failures"] or 0)}
 
 
+def rejection_counts(rejected_path) -> dict[str, int]:
+    """Generated instructions rejected per reason (every reason of the schema, 0 when none)."""
+    counts = dict(scan_frame(rejected_path, "rejected_instruction").group_by("reason").len()
+                  .collect(engine="streaming").iter_rows())
+    return {reason: int(counts.get(reason, 0)) for reason in schema("rejected_instruction")["properties"]["reason"]["enum"]}
+
+
 def iteration_summary(k: int, inputs, *, llm: dict, evaluation: dict, judge: dict | None = None) -> dict:
-    """Iteration k's row: pool and split sizes, referee scores, LLM statistics, evaluations."""
+    """Iteration k's row: pool and split sizes, referee scores, rejections, LLM statistics, evaluations."""
     i = k - 1
     sizes = {field: scan_frame(getattr(inputs, name)[i], kind).select(pl.len()).collect(engine="streaming").item()
              for field, (name, kind) in POOL_FILES.items()}
-    return {"iteration": k, **sizes, **score_statistics(inputs.scores[i]), "llm": llm, "eval": evaluation,
-            "judge": judge}
+    return {"iteration": k, **sizes, **score_statistics(inputs.scores[i]), "rejected": rejection_counts(inputs.rejected[i]),
+            "llm": llm, "eval": evaluation, "judge": judge}
 
 
 LEDGER_FIELDS = ("requests", "cache_hits", "paid", "failures", "retries", "rate_limited", "prompt_tokens",

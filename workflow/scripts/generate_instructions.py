@@ -1,6 +1,7 @@
 """New hard instructions from hard examples, new easy ones from easy examples (or both from random
 cache-pool examples: generation.strategy=uniform), filtered."""
 from lionflow.artifacts import write_json, write_jsonl
+from lionflow.decontamination import decontaminator
 from lionflow.frames import read_frame
 from lionflow.generation import Filters, generate_instructions, parent_examples
 from lionflow.smk import llm_for, setup_logging, template
@@ -9,7 +10,8 @@ log = setup_logging(snakemake)
 cfg = snakemake.params.generation
 k = int(snakemake.wildcards.k)
 generator = llm_for(snakemake.config["llm"], "generator")
-filters = Filters(min_words=cfg["min_words"], rouge_threshold=cfg["rouge_threshold"], leak_words=tuple(cfg["leak_words"]))
+filters = Filters(min_words=cfg["min_words"], rouge_threshold=cfg["rouge_threshold"], leak_words=tuple(cfg["leak_words"]),
+                  decontaminator=decontaminator(snakemake.params.eval_sets, cfg["decontamination"]))
 cache_pool = read_frame(snakemake.input.cache_pool, "instruction")
 pool = cache_pool["instruction"].to_list()
 split = {origin: read_frame(snakemake.input[origin], "scored_instruction") for origin in ("hard", "easy")}
