@@ -40,6 +40,9 @@ rule summarize_run:
         judge_stats=JUDGE_STATS_FILES,
     output:
         summary=f"{RESULTS}/summary.json",
+    params:
+        threshold=config["discrimination"]["threshold"],
+        min_order_agreement=config["discrimination"]["min_order_agreement"],
     log:
         f"logs/{config['run']}/summarize_run.log",
     script:

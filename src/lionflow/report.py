@@ -92,6 +92,35 @@ def loop_table(summary: dict) -> tuple[list[str], list[list[str]]]:
             "new hard", "new easy", "contaminated", "paid", "cached"], rows
 
 
+def referee_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """The referee's reliability per iteration (summary `referee`): order agreement, position bias, ties,
+    hard/easy labels a single order would flip, failures by kind."""
+    share = lambda x: pct(None if x is None else 100 * x)
+    rows = []
+    for it in summary["iterations"]:
+        r = it.get("referee")
+        if r is None:
+            continue
+        bias = "n/a" if r["position_bias"] is None else f"{r['position_bias']:+.2f}"
+        rows.append([str(it["iteration"]), f"{r['scored']}/{r['pairs']}", share(r["order_agreement"]), bias,
+                     share(r["tie_rate"]), *(share(r["label_flips"][k]) for k in ("teacher_first", "student_first", "either")),
+                     *(share(r["failure_rate"][k]) for k in ("pairs", "unparseable", "request"))])
+    return ["iter", "scored", "order agreement %", "position bias", "ties %", "flip: teacher first %",
+            "flip: student first %", "flip: either %", "failed pairs %", "unparseable %", "request failed %"], rows
+
+
+def referee_warnings(summary: dict) -> list[str]:
+    return [f"iteration {it['iteration']}: {it['referee']['warning']}" for it in summary["iterations"]
+            if (it.get("referee") or {}).get("warning")]
+
+
+REFEREE_TEXT = ("Each pair is scored with the teacher's answer shown first and with the student's shown first; the split "
+                "uses the mean. Order agreement: pairs with the same winner (or a tie) in both orders; position bias: mean "
+                "score of the answer shown first minus the one shown second; ties: verdicts scoring both equal; flip: pairs "
+                "whose hard/easy label under that order alone differs from the mean's; failures: pairs left out, and "
+                "verdicts (two per pair) by kind.")
+
+
 def requests_table(summary: dict) -> tuple[list[str], list[list[str]]]:
     """LLM requests and tokens per stage, summed over iterations, plus the evaluation's."""
     totals: dict[str, dict] = {}
@@ -146,6 +175,8 @@ def run_report_markdown(summary: dict) -> str:
               "`average` is the one the lm-eval group declares (`aggregate_metric_list`).",
               "", markdown(reasoning_table(summary)), "",
               "## The loop", "", markdown(loop_table(summary)), "",
+              "## Referee reliability", "", REFEREE_TEXT, "", markdown(referee_table(summary)), "",
+              *(f"**Warning**, {w}." for w in referee_warnings(summary)),
               "## LLM requests per stage", "", markdown(requests_table(summary)), ""]
     return "\n".join(parts)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 
 from .artifacts import read_json, schema, write_json
+from .discrimination import referee_reliability
 from .frames import scan_frame
 
 POOL_FILES = {  # summary field -> (Snakemake input name, artifact kind); counted rows
@@ -18,10 +19,10 @@ POOL_FILES = {  # summary field -> (Snakemake input name, artifact kind); counte
 }
 
 
-def score_statistics(scores_path) -> dict:
+def score_statistics(scores: pl.LazyFrame) -> dict:
     """Mean referee scores over the pairs it could score, and the number it could not (one lazy query)."""
     scored = pl.col("failed").not_()
-    row = scan_frame(scores_path, "referee_score").select(
+    row = scores.select(
         teacher_score_mean=pl.col("teacher_score").filter(scored).mean(),
         student_score_mean=pl.col("student_score").filter(scored).mean(),
         referee_failures=pl.col("failed").sum(),
@@ -37,12 +38,17 @@ def rejection_counts(rejected_path) -> dict[str, int]:
     return {reason: int(counts.get(reason, 0)) for reason in schema("rejected_instruction")["properties"]["reason"]["enum"]}
 
 
-def iteration_summary(k: int, inputs, *, llm: dict, evaluation: dict, judge: dict | None = None) -> dict:
-    """Iteration k's row: pool and split sizes, referee scores, rejections, LLM statistics, evaluations."""
+def iteration_summary(k: int, inputs, *, llm: dict, evaluation: dict, judge: dict | None = None,
+                      threshold: float, min_order_agreement: float) -> dict:
+    """Iteration k's row: pool and split sizes, referee scores and reliability, rejections, LLM statistics,
+    evaluations."""
     i = k - 1
     sizes = {field: scan_frame(getattr(inputs, name)[i], kind).select(pl.len()).collect(engine="streaming").item()
              for field, (name, kind) in POOL_FILES.items()}
-    return {"iteration": k, **sizes, **score_statistics(inputs.scores[i]), "rejected": rejection_counts(inputs.rejected[i]),
+    scores = scan_frame(inputs.scores[i], "referee_score")
+    return {"iteration": k, **sizes, **score_statistics(scores),
+            "referee": referee_reliability(scores, threshold, min_order_agreement),
+            "rejected": rejection_counts(inputs.rejected[i]),
             "llm": llm, "eval": evaluation, "judge": judge}
 
 
@@ -57,8 +63,9 @@ def llm_total(stages: list[dict]) -> dict:
     return total
 
 
-def summarize(inputs, out_path: str, run: str) -> dict:
-    """`inputs`: Snakemake's named input lists (one path per iteration, in iteration order)."""
+def summarize(inputs, out_path: str, run: str, *, threshold: float, min_order_agreement: float) -> dict:
+    """`inputs`: Snakemake's named input lists (one path per iteration, in iteration order); threshold and
+    min_order_agreement: discrimination's (the referee's reliability)."""
     stats: dict[int, dict] = {}
     for path in inputs.llm_stats:
         k = int(re.search(r"iter(\d+)", str(path)).group(1))
@@ -72,7 +79,7 @@ def summarize(inputs, out_path: str, run: str) -> dict:
             i + 1, inputs,
             llm=stats.get(i + 1, {}),
             evaluation=read_json(inputs.iteration_evals[i], "eval_metrics")["metrics"],
-            judge=judges.get(f"iter{i + 1}"),
+            judge=judges.get(f"iter{i + 1}"), threshold=threshold, min_order_agreement=min_order_agreement,
         ))
     base_eval = read_json(inputs.base_eval, "eval_metrics")
     summary = {
