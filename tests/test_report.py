@@ -4,9 +4,9 @@ import pytest
 from lionflow.ablation import compare
 from lionflow.artifacts import validate
 from lionflow.judge import relative_scores
-from lionflow.report import (category_table, loop_table, open_ended_table, plot_ablation, plot_eval_by_checkpoint,
-                             plot_hard_fraction, plot_referee_scores, plot_requests_per_stage, plot_score_gaps,
-                             reasoning_table, referee_table, requests_table, run_report_markdown)
+from lionflow.report import (category_table, lineage_table, loop_table, open_ended_table, plot_ablation,
+                             plot_eval_by_checkpoint, plot_hard_fraction, plot_referee_scores, plot_requests_per_stage,
+                             plot_score_gaps, reasoning_table, referee_table, requests_table, run_report_markdown)
 
 
 def _judge(checkpoint, ref, stu):
@@ -102,3 +102,12 @@ def test_referee_reliability_table_and_warning(summary):
     assert "**Warning**, iteration 2: agreement 50.0% below 65%." in section and "iteration 1:" not in section
     loop = loop_table(summary)
     assert [r[loop[0].index("contaminated")] for r in loop[1]] == ["n/a", "4"]
+
+
+def test_lineage_table_counts_hard_instructions_per_seed_family(summary):
+    summary["iterations"][0]["hard_by_seed_family"] = {"add": 4, "repeat": 2}
+    summary["iterations"][1]["hard_by_seed_family"] = {"add": 5, "sort": 3}
+    validate(summary, "summary", "test")
+    assert lineage_table(summary) == (["iter", "add", "repeat", "sort", "hard"],
+                                      [["1", "4", "2", "0", "6"], ["2", "5", "0", "3", "8"]])
+    assert "| sort" in run_report_markdown(summary).split("## Hard instructions by seed family")[1]

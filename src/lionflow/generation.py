@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from .decontamination import Decontaminator
-from .dedup import filter_near_duplicates
+from .dedup import filter_near_duplicates, rouge_l_f, rouge_tokenize
 from .llm import LLM, LLMFailure
 from .prompts import PromptTemplate
 
@@ -76,12 +76,18 @@ def parent_examples(strategy: str, origin: str, *, hard: pl.DataFrame, easy: pl.
     raise ValueError(f"generation.strategy={strategy!r}: expected one of {', '.join(STRATEGIES)}")
 
 
+def parent_pool(strategy: str, origin: str) -> str:
+    """Where `parent_examples` draws from, as new instructions record it (`parent_pool`)."""
+    return {"adversarial": origin, "uniform": "cache"}[strategy]
+
+
 def generate_instructions(generator: LLM, template: PromptTemplate, examples: pl.DataFrame, *, origin: str,
                           count: int, iteration: int, pool: list[str], filters: Filters, seed: int,
-                          max_rounds: int = 3) -> tuple[list[dict], list[dict]]:
+                          max_rounds: int = 3, drawn_from: str | None = None) -> tuple[list[dict], list[dict]]:
     """Returns (kept instructions, schema `instruction`; rejected, schema `rejected_instruction`).
 
-    `examples`: a frame with id, instruction, input (hard/easy split or cache pool).
+    `examples`: a frame with id, instruction, input (hard/easy split or cache pool); `drawn_from`:
+    which (`parent_pool`: hard, easy or cache; default `origin`, the adversarial strategy's).
     `pool` holds the texts to deduplicate against (the cache pool, plus instructions kept by
     an earlier call in the same iteration); kept ones are appended to it.
     """
@@ -130,9 +136,11 @@ def generate_instructions(generator: LLM, template: PromptTemplate, examples: pl
         for (parent, text), d in zip(candidates, decisions):
             if d.kept:
                 pool.append(text)
+                parent_text = f"{parent['instruction']} {parent['input']}"
                 kept.append({"id": f"it{iteration}-{origin}-{len(kept) + 1:05d}", "instruction": text, "input": "",
                              "origin": origin, "iteration": iteration, "parent_id": parent["id"],
-                             "max_similarity": round(d.max_similarity, 6)})
+                             "max_similarity": round(d.max_similarity, 6), "parent_pool": drawn_from or origin,
+                             "parent_similarity": round(rouge_l_f(rouge_tokenize(text), rouge_tokenize(parent_text)), 6)})
             else:
                 rejected.append({"instruction": text, "origin": origin, "parent_id": parent["id"],
                                  "reason": "near_duplicate", "max_similarity": d.max_similarity,

@@ -109,11 +109,22 @@ def referee_table(summary: dict) -> tuple[list[str], list[list[str]]]:
             "flip: student first %", "flip: either %", "failed pairs %", "unparseable %", "request failed %"], rows
 
 
+def lineage_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """Per iteration, how many hard instructions descend from each seed family (summary `hard_by_seed_family`)."""
+    its = [it for it in summary["iterations"] if "hard_by_seed_family" in it]
+    families = sorted({f for it in its for f in it["hard_by_seed_family"]})
+    rows = [[str(it["iteration"]), *(str(it["hard_by_seed_family"].get(f, 0)) for f in families), str(it["n_hard"])]
+            for it in its]
+    return ["iter", *families, "hard"], rows
+
+
 def referee_warnings(summary: dict) -> list[str]:
     return [f"iteration {it['iteration']}: {it['referee']['warning']}" for it in summary["iterations"]
             if (it.get("referee") or {}).get("warning")]
 
 
+LINEAGE_TEXT = ("Each iteration's hard instructions (the referee's split of its cache pool), by the family of the seed "
+                "their parent chain leads back to (`python -m lionflow.lineage results/<run> <id>` prints a chain).")
 REFEREE_TEXT = ("Each pair is scored with the teacher's answer shown first and with the student's shown first; the split "
                 "uses the mean. Order agreement: pairs with the same winner (or a tie) in both orders; position bias: mean "
                 "score of the answer shown first minus the one shown second; ties: verdicts scoring both equal; flip: pairs "
@@ -177,6 +188,7 @@ def run_report_markdown(summary: dict) -> str:
               "## The loop", "", markdown(loop_table(summary)), "",
               "## Referee reliability", "", REFEREE_TEXT, "", markdown(referee_table(summary)), "",
               *(f"**Warning**, {w}." for w in referee_warnings(summary)),
+              "", "## Hard instructions by seed family", "", LINEAGE_TEXT, "", markdown(lineage_table(summary)), "",
               "## LLM requests per stage", "", markdown(requests_table(summary)), ""]
     return "\n".join(parts)
 

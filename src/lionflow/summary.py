@@ -11,6 +11,7 @@ import polars as pl
 from .artifacts import read_json, schema, write_json
 from .discrimination import referee_reliability
 from .frames import scan_frame
+from .lineage import families_of, index_files
 
 POOL_FILES = {  # summary field -> (Snakemake input name, artifact kind); counted rows
     "train_pool_size": ("train_pools", "instruction"), "cache_pool_size": ("cache_pools", "instruction"),
@@ -73,6 +74,8 @@ def summarize(inputs, out_path: str, run: str, *, threshold: float, min_order_ag
     # The judge's results and request statistics, when the open-ended evaluation is enabled.
     judges = {r["checkpoint"]: r for r in (read_json(p, "judge_result") for p in getattr(inputs, "judge_results", []))}
     eval_llm = {Path(p).stem: read_json(p, "llm_stats") for p in getattr(inputs, "judge_stats", [])}
+    # Every instruction's chain back to its seed: the seed pool and all new instructions.
+    lineage = index_files([inputs.cache_pools[0], *inputs.new_hard, *inputs.new_easy])
     iterations = []
     for i in range(len(inputs.train_pools)):
         iterations.append(iteration_summary(
@@ -81,6 +84,8 @@ def summarize(inputs, out_path: str, run: str, *, threshold: float, min_order_ag
             evaluation=read_json(inputs.iteration_evals[i], "eval_metrics")["metrics"],
             judge=judges.get(f"iter{i + 1}"), threshold=threshold, min_order_agreement=min_order_agreement,
         ))
+        hard_ids = scan_frame(inputs.hard[i], "scored_instruction").select("id").collect(engine="streaming")["id"]
+        iterations[-1]["hard_by_seed_family"] = dict(sorted(families_of(hard_ids, lineage).items()))
     base_eval = read_json(inputs.base_eval, "eval_metrics")
     summary = {
         "run": run,

@@ -3,7 +3,7 @@ cache-pool examples: generation.strategy=uniform), filtered."""
 from lionflow.artifacts import write_json, write_jsonl
 from lionflow.decontamination import decontaminator
 from lionflow.frames import read_frame
-from lionflow.generation import Filters, generate_instructions, parent_examples
+from lionflow.generation import Filters, generate_instructions, parent_examples, parent_pool
 from lionflow.smk import llm_for, setup_logging, template
 
 log = setup_logging(snakemake)
@@ -21,7 +21,7 @@ for origin in ("hard", "easy"):
     kept, dropped = generate_instructions(
         generator, template(snakemake.input[f"prompt_{origin}"]), examples,
         origin=origin, count=cfg[f"new_{origin}"], iteration=k, pool=pool, filters=filters,
-        seed=snakemake.params.seed, max_rounds=cfg["max_rounds"])
+        seed=snakemake.params.seed, max_rounds=cfg["max_rounds"], drawn_from=parent_pool(cfg["strategy"], origin))
     write_jsonl(snakemake.output[f"new_{origin}"], kept, "instruction")
     rejected += dropped
     log.info("new %s: %d kept, %d rejected", origin, len(kept), len(dropped))
