@@ -4,9 +4,11 @@ Each request shows the generator one example drawn at random (seeded polars samp
 replacement) and carries its own
 `seed`, so two requests built on the same example are distinct requests (and distinct cache
 entries). Replies go through the paper's filters - cut off by the length limit, 3 words or
-fewer, not text (control or replacement characters), starting with punctuation, leaking the template's own words, overlapping an evaluation set the run uses
-(decontamination.py), ROUGE-L F > threshold against the cache pool or an instruction kept before -
-and rejected ones are kept with their reason. Rounds repeat until the requested count is kept or `max_rounds` is reached.
+fewer, not text (control or replacement characters), starting with punctuation, leaking the
+template's own words, overlapping an evaluation set the run uses (decontamination.py), ROUGE-L
+F > threshold against the cache pool or an instruction kept before - and rejected ones are kept
+with their reason. Rounds repeat until the requested count is kept or `max_rounds` is reached.
+Kept ones record their lineage: parent id, where it was drawn from, ROUGE-L F with it.
 """
 
 from __future__ import annotations
