@@ -182,7 +182,8 @@ def _synthetic_inputs(n: int, workdir: Path) -> None:
     with JsonlWriter(workdir / "new.jsonl", "instruction") as new:
         for r in iter_jsonl(workdir / "new_seeds.jsonl", "seed_instruction"):
             new.write({**r, "id": r["id"].replace("syn-", "new-"), "origin": rng.choice(["hard", "easy"]),
-                       "iteration": 1, "parent_id": "syn-0000001", "max_similarity": round(rng.random() * 0.7, 4)})
+                       "iteration": 1, "parent_id": "syn-0000001", "max_similarity": round(rng.random() * 0.7, 4),
+                       "parent_pool": "hard", "parent_similarity": round(rng.random(), 4)})
     with JsonlWriter(workdir / "scores.jsonl", "referee_score") as scores:
         for r in iter_jsonl(workdir / "cache1.jsonl", "instruction"):
             failed = rng.random() < 0.01

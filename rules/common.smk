@@ -62,6 +62,22 @@ def lm_eval_task_files(wildcards):
     return sorted(str(p) for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
 
 
+def decontamination_sets():
+    """What generated instructions are decontaminated against (generation.decontamination): the lm-eval
+    tasks and the judge's questions the run evaluates on; None when the check or the judge is off."""
+    on = config["generation"]["decontamination"]["enabled"]
+    lm_eval, judge = config["eval"]["lm_eval"], config["eval"]["judge"]
+    return {"lm_eval_tasks": lm_eval["tasks"] if on else None, "include_path": lm_eval["include_path"],
+            "judge_questions": judge["questions"] if on and judge["enabled"] else None}
+
+
+def decontamination_files(wildcards):
+    """The files behind decontamination_sets (inputs of generation, so that an edit reruns it)."""
+    sets = decontamination_sets()
+    return (lm_eval_task_files(wildcards) if sets["lm_eval_tasks"] else []) + (
+        [sets["judge_questions"]] if sets["judge_questions"] else [])
+
+
 def iteration_files(name):
     return expand(f"{ITER}/{name}", k=range(1, N_ITERATIONS + 1))
 

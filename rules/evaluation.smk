@@ -29,6 +29,7 @@ rule summarize_run:
         easy=iteration_files("easy.jsonl"),
         new_hard=iteration_files("new_hard.jsonl"),
         new_easy=iteration_files("new_easy.jsonl"),
+        rejected=iteration_files("rejected.jsonl"),
         llm_stats=iteration_files("llm_stats/teacher_train.json")
         + iteration_files("llm_stats/teacher_cache.json")
         + iteration_files("llm_stats/referee.json")
@@ -39,6 +40,9 @@ rule summarize_run:
         judge_stats=JUDGE_STATS_FILES,
     output:
         summary=f"{RESULTS}/summary.json",
+    params:
+        threshold=config["discrimination"]["threshold"],
+        min_order_agreement=config["discrimination"]["min_order_agreement"],
     log:
         f"logs/{config['run']}/summarize_run.log",
     script:

@@ -11,6 +11,8 @@ rule generate_instructions:
         cache_pool=f"{ITER}/cache_pool.jsonl",
         prompt_hard=config["llm"]["generator"]["prompt_hard"],
         prompt_easy=config["llm"]["generator"]["prompt_easy"],
+        # the evaluation sets new instructions are decontaminated against: an edit reruns generation
+        eval_sets=decontamination_files,
     output:
         new_hard=f"{ITER}/new_hard.jsonl",
         new_easy=f"{ITER}/new_easy.jsonl",
@@ -19,6 +21,7 @@ rule generate_instructions:
     params:
         generator=role_identity(config["llm"], "generator"),
         generation=config["generation"],
+        eval_sets=decontamination_sets(),
         seed=config["seed"],
     log:
         f"logs/{config['run']}/iter{{k}}/generate_instructions.log",

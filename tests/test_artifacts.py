@@ -6,7 +6,7 @@ import pytest
 from lionflow.artifacts import ArtifactError, read_json, read_jsonl, write_json, write_jsonl
 
 POOL_RECORD = {"id": "a", "instruction": "Say hi.", "input": "", "origin": "seed", "iteration": 0,
-               "parent_id": None, "max_similarity": None}
+               "parent_id": None, "max_similarity": None, "parent_pool": None, "parent_similarity": None}
 
 
 def test_roundtrip_and_atomic_write(tmp_path):
@@ -132,7 +132,7 @@ def test_streaming_writer_and_reader(tmp_path):
 ])
 def test_reads_are_strict_json(field, reason, tmp_path):
     """Every reader of a file (jsonschema through json, polars through its own parser) must see the same record."""
-    common = '"input": "", "origin": "seed", "iteration": 0, "parent_id": null'
+    common = '"input": "", "origin": "seed", "iteration": 0, "parent_id": null, "parent_pool": null, "parent_similarity": null'
     ok = f'{{"id": "p", "instruction": "Do \\ud83d\\ude00.", {common}, "max_similarity": null}}\n'  # a pair: fine
     similarity = "" if "max_similarity" in field else ', "max_similarity": null'
     (tmp_path / "pool.jsonl").write_text(ok + f'{{{field}, "instruction": "Do x.", {common}{similarity}}}\n')

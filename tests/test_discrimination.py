@@ -107,3 +107,64 @@ def test_streaming_split_matches_split_hard_easy(tmp_path):
     keep = ("id", "instruction", "input", "teacher_score", "student_score", "gap")
     assert read_jsonl(tmp_path / "hard.jsonl", "scored_instruction") == [{k: records[0][k] for k in keep}]
     assert read_jsonl(tmp_path / "easy.jsonl", "scored_instruction") == [{k: r[k] for k in keep} for r in records[1:3]]
+
+
+def _verdict(first, t, s, error=None):
+    return {"first": first, "raw": None if t is None else f"Assistant 1: {t}\nAssistant 2: {s}", "attempts": 1,
+            "teacher_score": t, "student_score": s, "error": error}
+
+
+def _record(i, teacher_first, student_first):
+    orders = [_verdict("teacher", *teacher_first), _verdict("student", *student_first)]
+    failed = any(o["teacher_score"] is None for o in orders)
+    ts = None if failed else (orders[0]["teacher_score"] + orders[1]["teacher_score"]) / 2
+    ss = None if failed else (orders[0]["student_score"] + orders[1]["student_score"]) / 2
+    return {"id": f"p{i}", "instruction": "Do it.", "input": "", "orders": orders, "teacher_score": ts,
+            "student_score": ss, "gap": None if failed else ts - ss, "failed": failed}
+
+
+UNPARSEABLE = (None, None, "unparseable reply: no 'Assistant 1: <score>' and 'Assistant 2: <score>' lines")
+TIMEOUT = (None, None, "timeout after 5 retries")
+# (teacher, student) scores with the teacher's answer shown first, then with the student's shown first
+RELIABILITY_PAIRS = [
+    ((8, 6), (7, 7)),  # teacher wins / tie: disagree; averaged gap 1 (hard), student-first alone: 0 (easy)
+    ((9, 3), (8, 4)),  # teacher both: agree; gap 5 hard either way
+    ((5, 6), (4, 7)),  # student both: agree; easy
+    ((6, 6), (6, 6)),  # tie both: agree; two tied verdicts
+    ((7, 5), (5, 6)),  # teacher / student: disagree; averaged 0.5 (easy), teacher-first alone: 2 (hard)
+    ((8, 2), UNPARSEABLE),  # failed pair: one unparseable verdict
+    (TIMEOUT, TIMEOUT),  # failed pair: two failed requests
+]
+
+
+def test_referee_reliability_figures_computed_by_hand(tmp_path):
+    from lionflow.artifacts import write_jsonl
+    from lionflow.discrimination import referee_reliability
+    from lionflow.frames import scan_frame
+
+    write_jsonl(tmp_path / "scores.jsonl", [_record(i, *p) for i, p in enumerate(RELIABILITY_PAIRS)], "referee_score")
+    got = referee_reliability(scan_frame(tmp_path / "scores.jsonl", "referee_score"), threshold=1.0,
+                              min_order_agreement=0.65)
+    assert got["pairs"] == 7 and got["scored"] == 5
+    assert got["order_agreement"] == 0.6  # pairs 2, 3, 4 of 5
+    # first shown minus second shown, 10 verdicts: 2, 0 | 6, -4 | -1, 3 | 0, 0 | 2, 1 -> 9 / 10
+    assert got["position_bias"] == 0.9
+    assert got["tie_rate"] == 0.3  # 3 of 10 verdicts
+    assert got["label_flips"] == {"teacher_first": 0.2, "student_first": 0.2, "either": 0.4}
+    assert got["failure_rate"] == {"pairs": round(2 / 7, 4), "unparseable": round(1 / 14, 4),
+                                   "request": round(2 / 14, 4)}
+    assert "60.0%" in got["warning"] and "discrimination.min_order_agreement=65%" in got["warning"]
+    assert referee_reliability(scan_frame(tmp_path / "scores.jsonl", "referee_score"), 1.0, 0.6)["warning"] is None
+    # the threshold moves the labels: at 3 only pair 2 is hard, and no single order disagrees with it
+    assert referee_reliability(scan_frame(tmp_path / "scores.jsonl", "referee_score"), 3.0, 0.6)["label_flips"] == {
+        "teacher_first": 0.0, "student_first": 0.0, "either": 0.0}
+
+
+def test_referee_reliability_without_scored_pairs():
+    from lionflow.discrimination import referee_reliability
+    from lionflow.frames import records_frame
+
+    got = referee_reliability(records_frame([_record(0, TIMEOUT, UNPARSEABLE)], "referee_score"), 1.0, 0.65)
+    assert got["pairs"] == 1 and got["scored"] == 0 and got["warning"] is None
+    assert got["order_agreement"] is got["position_bias"] is got["tie_rate"] is None
+    assert got["failure_rate"] == {"pairs": 1.0, "unparseable": 0.5, "request": 0.5}

@@ -64,9 +64,10 @@ def test_errors_name_the_line_and_nothing_is_written(tmp_path):
 def test_scan_checks_every_record_first(tmp_path):
     (tmp_path / "pool.jsonl").write_text(
         "".join(f'{{"id": "{i}", "instruction": "x", "input": "", "origin": "seed", "iteration": 0, '
-                f'"parent_id": null, "max_similarity": null}}\n' for i in range(3))
+                f'"parent_id": null, "max_similarity": null, "parent_pool": null, "parent_similarity": null}}\n'
+                for i in range(3))
         + '{"id": "3", "instruction": "x", "input": "", "origin": "seed", "iteration": "0", '
-          '"parent_id": null, "max_similarity": null}\n')
+          '"parent_id": null, "max_similarity": null, "parent_pool": null, "parent_similarity": null}\n')
     with pytest.raises(ArtifactError, match=r"pool.jsonl:4: field 'iteration': '0' is not of type 'integer'"):
         scan_frame(tmp_path / "pool.jsonl", "instruction")
 

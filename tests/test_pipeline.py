@@ -1,6 +1,7 @@
 """End to end: Snakemake runs the whole loop on a micro config; every artifact validates;
-a no-op rerun has nothing to do; a referee-prompt edit reruns only its dependants and pays no
-teacher request twice; a bad seed file fails with file, line and field and writes nothing."""
+a no-op rerun has nothing to do; an evaluation-set edit reruns generation; a referee-prompt edit
+reruns only its dependants and pays no teacher request twice; a bad seed file fails with file,
+line and field and writes nothing."""
 
 import json
 import os
@@ -77,6 +78,16 @@ def test_every_artifact_validates(workdir):
     assert second["cache_pool_size"] == 18 + second["train_pool_size"]
     assert set(summary["base_eval"]) == set(summary["final_eval"]) == {"oracle_gen", "oracle_mc", "oracle"}
     assert summary["lm_eval_groups"] == ["oracle"]
+    # The referee's reliability: the oracle referee adds POSITION_BIAS to the answer shown first, which
+    # is what the measured position bias must find; lineage: every hard instruction descends from a seed.
+    from lionflow.oracle.roles import POSITION_BIAS
+    for it in summary["iterations"]:
+        assert it["referee"]["pairs"] == it["n_hard"] + it["n_easy"] + it["referee_failures"]
+        assert it["referee"]["position_bias"] == POSITION_BIAS
+        assert sum(it["hard_by_seed_family"].values()) == it["n_hard"]
+        assert {"contaminated", "near_duplicate"} <= set(it["rejected"])
+    report = (run / "report.md").read_text()
+    assert "## Referee reliability" in report and "## Hard instructions by seed family" in report
     # The Alpaca input field reaches the teacher's answers and the referee.
     scores = {r["id"]: r for r in read_jsonl(run / "iter1" / "referee_scores.jsonl", "referee_score")}
     assert scores["seed-0007"]["input"] == "68, 29, 98"
@@ -113,6 +124,21 @@ def test_bookkeeping_edits_rerun_nothing(workdir):
     edit.write_text("llm: {teacher: {params: {temperature: 0.5, max_tokens: 1024}}}\n")
     jobs = planned_jobs(workdir, "--configfile", "tests/micro/config.yaml", str(edit))
     assert jobs["answer_with_teacher"] == 4 and jobs["train_student"] == 2 and "referee_answers" in jobs
+
+
+def test_editing_an_eval_set_reruns_generation(workdir):
+    """Generated instructions are decontaminated against the evaluation sets: an edit of one reruns generation."""
+    questions = workdir / "resources" / "demo" / "eval_questions.jsonl"
+    before, text = questions.stat(), questions.read_text()
+    # an edit (Snakemake reruns nothing for a newer file whose content checksum is unchanged)
+    questions.write_text(text.replace("Repeat the word", "Please repeat the word", 1))
+    try:
+        jobs = planned_jobs(workdir)
+    finally:
+        questions.write_text(text)
+        os.utime(questions, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert jobs["generate_instructions"] == 2
+    assert planned_jobs(workdir) == {}
 
 
 def test_editing_the_referee_prompt_reruns_only_its_dependants(workdir):

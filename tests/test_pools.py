@@ -28,7 +28,8 @@ def test_seed_pool_keeps_input_and_rejects_duplicates(tmp_path):
 
 def _pool(ids, origin="seed", iteration=0):
     return [{"id": i, "instruction": f"Task {i} please.", "input": "", "origin": origin, "iteration": iteration,
-             "parent_id": None if origin == "seed" else "s0", "max_similarity": None if origin == "seed" else 0.5}
+             "parent_id": None if origin == "seed" else "s0", "max_similarity": None if origin == "seed" else 0.5,
+             "parent_pool": None if origin == "seed" else origin, "parent_similarity": None if origin == "seed" else 0.25}
             for i in ids]
 
 

@@ -4,9 +4,9 @@ import pytest
 from lionflow.ablation import compare
 from lionflow.artifacts import validate
 from lionflow.judge import relative_scores
-from lionflow.report import (category_table, loop_table, open_ended_table, plot_ablation, plot_eval_by_checkpoint,
-                             plot_hard_fraction, plot_referee_scores, plot_requests_per_stage, plot_score_gaps,
-                             reasoning_table, requests_table, run_report_markdown)
+from lionflow.report import (category_table, lineage_table, loop_table, open_ended_table, plot_ablation,
+                             plot_eval_by_checkpoint, plot_hard_fraction, plot_referee_scores, plot_requests_per_stage,
+                             plot_score_gaps, reasoning_table, referee_table, requests_table, run_report_markdown)
 
 
 def _judge(checkpoint, ref, stu):
@@ -80,3 +80,34 @@ def test_plots_are_written(summary, tmp_path):
     for name in ("hard", "scores", "gaps", "eval", "requests", "ablation"):
         data = (tmp_path / f"{name}.png").read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 5000
+
+
+def _referee(agreement, warning=None):
+    return {"pairs": 10, "scored": 8, "order_agreement": agreement, "position_bias": 0.25, "tie_rate": 0.125,
+            "label_flips": {"teacher_first": 0.25, "student_first": 0.0, "either": 0.375},
+            "failure_rate": {"pairs": 0.2, "unparseable": 0.05, "request": 0.05}, "warning": warning}
+
+
+def test_referee_reliability_table_and_warning(summary):
+    summary["iterations"][0]["referee"] = _referee(0.875)
+    summary["iterations"][1]["referee"] = _referee(0.5, "agreement 50.0% below 65%")
+    summary["iterations"][1]["rejected"] = {"contaminated": 4, "near_duplicate": 9}
+    validate(summary, "summary", "test")
+    header, rows = referee_table(summary)
+    assert header[2:4] == ["order agreement %", "position bias"]
+    assert rows[0] == ["1", "8/10", "87.5", "+0.25", "12.5", "25.0", "0.0", "37.5", "20.0", "5.0", "5.0"]
+    assert rows[1][2] == "50.0"
+    text = run_report_markdown(summary)
+    section = text.split("## Referee reliability")[1].split("##")[0]
+    assert "**Warning**, iteration 2: agreement 50.0% below 65%." in section and "iteration 1:" not in section
+    loop = loop_table(summary)
+    assert [r[loop[0].index("contaminated")] for r in loop[1]] == ["n/a", "4"]
+
+
+def test_lineage_table_counts_hard_instructions_per_seed_family(summary):
+    summary["iterations"][0]["hard_by_seed_family"] = {"add": 4, "repeat": 2}
+    summary["iterations"][1]["hard_by_seed_family"] = {"add": 5, "sort": 3}
+    validate(summary, "summary", "test")
+    assert lineage_table(summary) == (["iter", "add", "repeat", "sort", "hard"],
+                                      [["1", "4", "2", "0", "6"], ["2", "5", "0", "3", "8"]])
+    assert "| sort" in run_report_markdown(summary).split("## Hard instructions by seed family")[1]

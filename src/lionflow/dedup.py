@@ -213,9 +213,12 @@ def _branch_and_bound(r, j, b, exact_f, best, arg):
 
 
 def filter_near_duplicates(
-    candidates: Sequence[str], pool: Sequence[str], threshold: float = 0.7
+    candidates: Sequence[str], pool: Sequence[str], threshold: float = 0.7, *, within_batch: bool = True
 ) -> list[DedupDecision]:
-    """Keep candidates in order unless ROUGE-L F > threshold vs the pool or an earlier kept one."""
+    """Keep candidates in order unless ROUGE-L F > threshold vs the pool or an earlier kept one.
+
+    within_batch=False: against the pool only (each candidate's nearest pool text, e.g. the
+    evaluation sets of decontamination), so decisions do not depend on the candidates' order."""
     n_pool, n_cand = len(pool), len(candidates)
     if n_cand == 0:
         return []
@@ -266,7 +269,7 @@ def filter_near_duplicates(
             i = doc - n_pool
             cb = B[row, n_pool:doc]
             prev = np.flatnonzero(kept[:i] & (cb > 0) & (cb + _EPS > best[row]))
-            if prev.size:
+            if prev.size and within_batch:
                 f = lcs.f(np.full(prev.size, row), prev + n_pool)
                 top = int(np.argmax(f))
                 if f[top] > best[row]:

@@ -131,3 +131,58 @@ def write_split_hard_easy(scores_path, threshold: float, hard_path, easy_path) -
     hard, easy = split_hard_easy(scores, threshold)
     n_hard, n_easy = write_frames([(hard, hard_path, "scored_instruction"), (easy, easy_path, "scored_instruction")])
     return n_hard, n_easy, scores.select(pl.len()).collect(engine="streaming").item() - n_hard - n_easy
+
+
+FAILURE_KINDS = ("unparseable", "request")  # a reply without usable scores; a request failed after its retries
+
+
+def failure_kind(error: pl.Expr) -> pl.Expr:
+    return pl.when(error.str.starts_with("unparseable reply")).then(pl.lit("unparseable")).otherwise(pl.lit("request"))
+
+
+def referee_reliability(scores: pl.LazyFrame | pl.DataFrame, threshold: float, min_order_agreement: float) -> dict:
+    """How far one iteration's referee can be trusted, from its verdicts in both orders (one lazy query).
+
+    Over the pairs scored in both orders: `order_agreement` - share whose winner (teacher, student or
+    tie) is the same in both orders; `position_bias` - mean score of the answer shown first minus the
+    one shown second, over both orders (> 0: the referee favours the first position); `tie_rate` -
+    share of verdicts scoring both answers equal; `label_flips` - share whose hard/easy label (gap >=
+    threshold) under the teacher-first or the student-first verdict alone differs from the label of
+    the averaged gap the split uses, and under either. `failure_rate`: failed pairs of all pairs, and
+    per kind the verdicts (two per pair) that failed so. `warning` when the agreement is below
+    `min_order_agreement` (discrimination.min_order_agreement). Figures are None without scored pairs.
+    """
+    verdicts = scores.lazy().select("id", "orders").explode("orders").unnest("orders").with_columns(
+        ok=pl.col("teacher_score").is_not_null() & pl.col("student_score").is_not_null(),
+        gap=pl.col("teacher_score") - pl.col("student_score"))
+    failures = verdicts.filter(~pl.col("ok")).group_by(kind=failure_kind(pl.col("error"))).len()
+    by_first = lambda first: pl.col("gap").filter(pl.col("first") == first).first()
+    pairs = verdicts.group_by("id").agg(failed=(~pl.col("ok")).any(), tf=by_first("teacher"), sf=by_first("student"))
+    label = lambda gap: gap >= threshold
+    avg = (pl.col("tf") + pl.col("sf")) / 2
+    row = pairs.select(
+        pairs=pl.len(),
+        failed=pl.col("failed").sum(),
+        agreement=(pl.col("tf").sign() == pl.col("sf").sign()).filter(~pl.col("failed")).mean(),
+        bias=((pl.col("tf") - pl.col("sf")) / 2).filter(~pl.col("failed")).mean(),
+        ties=((pl.col("tf") == 0).cast(pl.Float64) + (pl.col("sf") == 0).cast(pl.Float64)).filter(~pl.col("failed")).mean() / 2,
+        flip_tf=(label(pl.col("tf")) != label(avg)).filter(~pl.col("failed")).mean(),
+        flip_sf=(label(pl.col("sf")) != label(avg)).filter(~pl.col("failed")).mean(),
+        flip_any=((label(pl.col("tf")) != label(avg)) | (label(pl.col("sf")) != label(avg))).filter(~pl.col("failed")).mean(),
+    ).collect(engine="streaming").row(0, named=True)
+    kinds = dict(failures.collect(engine="streaming").iter_rows())
+    n, failed = row["pairs"], int(row["failed"] or 0)
+    r = lambda x: None if x is None else round(float(x), 4)
+    agreement = r(row["agreement"])
+    warning = None
+    if agreement is not None and agreement < min_order_agreement:
+        warning = (f"the referee's two orders agree on the winner for {agreement:.1%} of pairs, below "
+                   f"discrimination.min_order_agreement={min_order_agreement:.0%}: its hard/easy split is unreliable")
+    return {
+        "pairs": n, "scored": n - failed, "order_agreement": agreement, "position_bias": r(row["bias"]),
+        "tie_rate": r(row["ties"]),
+        "label_flips": {"teacher_first": r(row["flip_tf"]), "student_first": r(row["flip_sf"]), "either": r(row["flip_any"])},
+        "failure_rate": {"pairs": r(failed / n) if n else None,
+                         **{k: r(kinds.get(k, 0) / (2 * n)) if n else None for k in FAILURE_KINDS}},
+        "warning": warning,
+    }

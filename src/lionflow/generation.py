@@ -4,9 +4,11 @@ Each request shows the generator one example drawn at random (seeded polars samp
 replacement) and carries its own
 `seed`, so two requests built on the same example are distinct requests (and distinct cache
 entries). Replies go through the paper's filters - cut off by the length limit, 3 words or
-fewer, not text (control or replacement characters), starting with punctuation, leaking the template's own words, ROUGE-L F > threshold
-against the cache pool or an instruction kept before - and rejected ones are kept with their
-reason. Rounds repeat until the requested count is kept or `max_rounds` is reached.
+fewer, not text (control or replacement characters), starting with punctuation, leaking the
+template's own words, overlapping an evaluation set the run uses (decontamination.py), ROUGE-L
+F > threshold against the cache pool or an instruction kept before - and rejected ones are kept
+with their reason. Rounds repeat until the requested count is kept or `max_rounds` is reached.
+Kept ones record their lineage: parent id, where it was drawn from, ROUGE-L F with it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from .dedup import filter_near_duplicates
+from .decontamination import Decontaminator
+from .dedup import filter_near_duplicates, rouge_l_f, rouge_tokenize
 from .llm import LLM, LLMFailure
 from .prompts import PromptTemplate
 
@@ -30,6 +33,7 @@ class Filters:
     min_words: int = 4  # the paper rejects instructions of 3 words or fewer
     rouge_threshold: float = 0.7
     leak_words: tuple[str, ...] = ()
+    decontaminator: Decontaminator | None = None  # None: no evaluation sets to check against
 
 
 def is_text(text: str) -> bool:
@@ -74,12 +78,18 @@ def parent_examples(strategy: str, origin: str, *, hard: pl.DataFrame, easy: pl.
     raise ValueError(f"generation.strategy={strategy!r}: expected one of {', '.join(STRATEGIES)}")
 
 
+def parent_pool(strategy: str, origin: str) -> str:
+    """Where `parent_examples` draws from, as new instructions record it (`parent_pool`)."""
+    return {"adversarial": origin, "uniform": "cache"}[strategy]
+
+
 def generate_instructions(generator: LLM, template: PromptTemplate, examples: pl.DataFrame, *, origin: str,
                           count: int, iteration: int, pool: list[str], filters: Filters, seed: int,
-                          max_rounds: int = 3) -> tuple[list[dict], list[dict]]:
+                          max_rounds: int = 3, drawn_from: str | None = None) -> tuple[list[dict], list[dict]]:
     """Returns (kept instructions, schema `instruction`; rejected, schema `rejected_instruction`).
 
-    `examples`: a frame with id, instruction, input (hard/easy split or cache pool).
+    `examples`: a frame with id, instruction, input (hard/easy split or cache pool); `drawn_from`:
+    which (`parent_pool`: hard, easy or cache; default `origin`, the adversarial strategy's).
     `pool` holds the texts to deduplicate against (the cache pool, plus instructions kept by
     an earlier call in the same iteration); kept ones are appended to it.
     """
@@ -113,20 +123,30 @@ def generate_instructions(generator: LLM, template: PromptTemplate, examples: pl
             reason = reject_reason(text, reply.finish_reason, filters) if text else "too_short"
             if reason:
                 rejected.append({"instruction": text, "origin": origin, "parent_id": parent["id"], "reason": reason,
-                                 "max_similarity": None, "most_similar": None})
+                                 "max_similarity": None, "most_similar": None, "shared_ngram": None})
             else:
                 candidates.append((parent, text))
+        if filters.decontaminator is not None:  # before dedup: a copied eval question is named as such
+            matches = filters.decontaminator.check([t for _, t in candidates])
+            for (parent, text), m in zip(candidates, matches):
+                if m is not None:
+                    rejected.append({"instruction": text, "origin": origin, "parent_id": parent["id"],
+                                     "reason": "contaminated", "max_similarity": m.max_similarity,
+                                     "most_similar": m.most_similar, "shared_ngram": m.shared_ngram})
+            candidates = [c for c, m in zip(candidates, matches) if m is None]
         decisions = filter_near_duplicates([t for _, t in candidates], pool, filters.rouge_threshold)
         for (parent, text), d in zip(candidates, decisions):
             if d.kept:
                 pool.append(text)
+                parent_text = f"{parent['instruction']} {parent['input']}"
                 kept.append({"id": f"it{iteration}-{origin}-{len(kept) + 1:05d}", "instruction": text, "input": "",
                              "origin": origin, "iteration": iteration, "parent_id": parent["id"],
-                             "max_similarity": round(d.max_similarity, 6)})
+                             "max_similarity": round(d.max_similarity, 6), "parent_pool": drawn_from or origin,
+                             "parent_similarity": round(rouge_l_f(rouge_tokenize(text), rouge_tokenize(parent_text)), 6)})
             else:
                 rejected.append({"instruction": text, "origin": origin, "parent_id": parent["id"],
                                  "reason": "near_duplicate", "max_similarity": d.max_similarity,
-                                 "most_similar": d.most_similar})
+                                 "most_similar": d.most_similar, "shared_ngram": None})
         log.info("%s round %d: %d kept so far, %d rejected so far", origin, round_ + 1, len(kept), len(rejected))
     if len(kept) < count:
         log.warning("kept %d of %d new %s instructions after %d rounds", len(kept), count, origin, max_rounds)

@@ -34,7 +34,8 @@ def seed_pool(seeds_path: str | os.PathLike) -> pl.LazyFrame:
     check_seed_file(seeds_path)
     return pl.scan_ndjson(seeds_path, schema={"id": pl.String, "instruction": pl.String, "input": pl.String}) \
         .select("id", "instruction", pl.col("input").fill_null(""), origin=pl.lit("seed"), iteration=pl.lit(0),
-                parent_id=pl.lit(None, pl.String), max_similarity=pl.lit(None, pl.Float64))
+                parent_id=pl.lit(None, pl.String), max_similarity=pl.lit(None, pl.Float64),
+                parent_pool=pl.lit(None, pl.String), parent_similarity=pl.lit(None, pl.Float64))
 
 
 def load_seed_pool(path: str | os.PathLike) -> list[dict]:

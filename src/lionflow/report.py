@@ -85,10 +85,51 @@ def loop_table(summary: dict) -> tuple[list[str], list[list[str]]]:
                      str(it["n_easy"]), pct(100 * it["n_hard"] / judged if judged else None),
                      pct(it["teacher_score_mean"], 2), pct(it["student_score_mean"], 2), str(it["referee_failures"]),
                      str(it["new_hard"]), str(it["new_easy"]),
+                     str(it["rejected"]["contaminated"]) if "rejected" in it else "n/a",
                      str(sum(s["paid"] for s in it.get("llm", {}).values())),
                      str(sum(s["cache_hits"] for s in it.get("llm", {}).values()))])
     return ["iter", "train", "cache", "hard", "easy", "hard %", "teacher", "student", "referee failed",
-            "new hard", "new easy", "paid", "cached"], rows
+            "new hard", "new easy", "contaminated", "paid", "cached"], rows
+
+
+def referee_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """The referee's reliability per iteration (summary `referee`): order agreement, position bias, ties,
+    hard/easy labels a single order would flip, failures by kind."""
+    share = lambda x: pct(None if x is None else 100 * x)
+    rows = []
+    for it in summary["iterations"]:
+        r = it.get("referee")
+        if r is None:
+            continue
+        bias = "n/a" if r["position_bias"] is None else f"{r['position_bias']:+.2f}"
+        rows.append([str(it["iteration"]), f"{r['scored']}/{r['pairs']}", share(r["order_agreement"]), bias,
+                     share(r["tie_rate"]), *(share(r["label_flips"][k]) for k in ("teacher_first", "student_first", "either")),
+                     *(share(r["failure_rate"][k]) for k in ("pairs", "unparseable", "request"))])
+    return ["iter", "scored", "order agreement %", "position bias", "ties %", "flip: teacher first %",
+            "flip: student first %", "flip: either %", "failed pairs %", "unparseable %", "request failed %"], rows
+
+
+def lineage_table(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """Per iteration, how many hard instructions descend from each seed family (summary `hard_by_seed_family`)."""
+    its = [it for it in summary["iterations"] if "hard_by_seed_family" in it]
+    families = sorted({f for it in its for f in it["hard_by_seed_family"]})
+    rows = [[str(it["iteration"]), *(str(it["hard_by_seed_family"].get(f, 0)) for f in families), str(it["n_hard"])]
+            for it in its]
+    return ["iter", *families, "hard"], rows
+
+
+def referee_warnings(summary: dict) -> list[str]:
+    return [f"iteration {it['iteration']}: {it['referee']['warning']}" for it in summary["iterations"]
+            if (it.get("referee") or {}).get("warning")]
+
+
+LINEAGE_TEXT = ("Each iteration's hard instructions (the referee's split of its cache pool), by the family of the seed "
+                "their parent chain leads back to (`python -m lionflow.lineage results/<run> <id>` prints a chain).")
+REFEREE_TEXT = ("Each pair is scored with the teacher's answer shown first and with the student's shown first; the split "
+                "uses the mean. Order agreement: pairs with the same winner (or a tie) in both orders; position bias: mean "
+                "score of the answer shown first minus the one shown second; ties: verdicts scoring both equal; flip: pairs "
+                "whose hard/easy label under that order alone differs from the mean's; failures: pairs left out, and "
+                "verdicts (two per pair) by kind.")
 
 
 def requests_table(summary: dict) -> tuple[list[str], list[list[str]]]:
@@ -145,6 +186,9 @@ def run_report_markdown(summary: dict) -> str:
               "`average` is the one the lm-eval group declares (`aggregate_metric_list`).",
               "", markdown(reasoning_table(summary)), "",
               "## The loop", "", markdown(loop_table(summary)), "",
+              "## Referee reliability", "", REFEREE_TEXT, "", markdown(referee_table(summary)), "",
+              *(f"**Warning**, {w}." for w in referee_warnings(summary)),
+              "", "## Hard instructions by seed family", "", LINEAGE_TEXT, "", markdown(lineage_table(summary)), "",
               "## LLM requests per stage", "", markdown(requests_table(summary)), ""]
     return "\n".join(parts)
 

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import polars as pl
 
-from .artifacts import read_json, write_json
+from .artifacts import read_json, schema, write_json
+from .discrimination import referee_reliability
 from .frames import scan_frame
+from .lineage import families_of, index_files
 
 POOL_FILES = {  # summary field -> (Snakemake input name, artifact kind); counted rows
     "train_pool_size": ("train_pools", "instruction"), "cache_pool_size": ("cache_pools", "instruction"),
@@ -18,10 +20,10 @@ POOL_FILES = {  # summary field -> (Snakemake input name, artifact kind); counte
 }
 
 
-def score_statistics(scores_path) -> dict:
+def score_statistics(scores: pl.LazyFrame) -> dict:
     """Mean referee scores over the pairs it could score, and the number it could not (one lazy query)."""
     scored = pl.col("failed").not_()
-    row = scan_frame(scores_path, "referee_score").select(
+    row = scores.select(
         teacher_score_mean=pl.col("teacher_score").filter(scored).mean(),
         student_score_mean=pl.col("student_score").filter(scored).mean(),
         referee_failures=pl.col("failed").sum(),
@@ -30,13 +32,25 @@ def score_statistics(scores_path) -> dict:
     return {**rounded, "referee_failures": int(row["referee_failures"] or 0)}
 
 
-def iteration_summary(k: int, inputs, *, llm: dict, evaluation: dict, judge: dict | None = None) -> dict:
-    """Iteration k's row: pool and split sizes, referee scores, LLM statistics, evaluations."""
+def rejection_counts(rejected_path) -> dict[str, int]:
+    """Generated instructions rejected per reason (every reason of the schema, 0 when none)."""
+    counts = dict(scan_frame(rejected_path, "rejected_instruction").group_by("reason").len()
+                  .collect(engine="streaming").iter_rows())
+    return {reason: int(counts.get(reason, 0)) for reason in schema("rejected_instruction")["properties"]["reason"]["enum"]}
+
+
+def iteration_summary(k: int, inputs, *, llm: dict, evaluation: dict, judge: dict | None = None,
+                      threshold: float, min_order_agreement: float) -> dict:
+    """Iteration k's row: pool and split sizes, referee scores and reliability, rejections, LLM statistics,
+    evaluations."""
     i = k - 1
     sizes = {field: scan_frame(getattr(inputs, name)[i], kind).select(pl.len()).collect(engine="streaming").item()
              for field, (name, kind) in POOL_FILES.items()}
-    return {"iteration": k, **sizes, **score_statistics(inputs.scores[i]), "llm": llm, "eval": evaluation,
-            "judge": judge}
+    scores = scan_frame(inputs.scores[i], "referee_score")
+    return {"iteration": k, **sizes, **score_statistics(scores),
+            "referee": referee_reliability(scores, threshold, min_order_agreement),
+            "rejected": rejection_counts(inputs.rejected[i]),
+            "llm": llm, "eval": evaluation, "judge": judge}
 
 
 LEDGER_FIELDS = ("requests", "cache_hits", "paid", "failures", "retries", "rate_limited", "prompt_tokens",
@@ -50,8 +64,9 @@ def llm_total(stages: list[dict]) -> dict:
     return total
 
 
-def summarize(inputs, out_path: str, run: str) -> dict:
-    """`inputs`: Snakemake's named input lists (one path per iteration, in iteration order)."""
+def summarize(inputs, out_path: str, run: str, *, threshold: float, min_order_agreement: float) -> dict:
+    """`inputs`: Snakemake's named input lists (one path per iteration, in iteration order); threshold and
+    min_order_agreement: discrimination's (the referee's reliability)."""
     stats: dict[int, dict] = {}
     for path in inputs.llm_stats:
         k = int(re.search(r"iter(\d+)", str(path)).group(1))
@@ -59,14 +74,18 @@ def summarize(inputs, out_path: str, run: str) -> dict:
     # The judge's results and request statistics, when the open-ended evaluation is enabled.
     judges = {r["checkpoint"]: r for r in (read_json(p, "judge_result") for p in getattr(inputs, "judge_results", []))}
     eval_llm = {Path(p).stem: read_json(p, "llm_stats") for p in getattr(inputs, "judge_stats", [])}
+    # Every instruction's chain back to its seed: the seed pool and all new instructions.
+    lineage = index_files([inputs.cache_pools[0], *inputs.new_hard, *inputs.new_easy])
     iterations = []
     for i in range(len(inputs.train_pools)):
         iterations.append(iteration_summary(
             i + 1, inputs,
             llm=stats.get(i + 1, {}),
             evaluation=read_json(inputs.iteration_evals[i], "eval_metrics")["metrics"],
-            judge=judges.get(f"iter{i + 1}"),
+            judge=judges.get(f"iter{i + 1}"), threshold=threshold, min_order_agreement=min_order_agreement,
         ))
+        hard_ids = scan_frame(inputs.hard[i], "scored_instruction").select("id").collect(engine="streaming")["id"]
+        iterations[-1]["hard_by_seed_family"] = dict(sorted(families_of(hard_ids, lineage).items()))
     base_eval = read_json(inputs.base_eval, "eval_metrics")
     summary = {
         "run": run,

@@ -1,15 +1,17 @@
 """New hard instructions from hard examples, new easy ones from easy examples (or both from random
 cache-pool examples: generation.strategy=uniform), filtered."""
 from lionflow.artifacts import write_json, write_jsonl
+from lionflow.decontamination import decontaminator
 from lionflow.frames import read_frame
-from lionflow.generation import Filters, generate_instructions, parent_examples
+from lionflow.generation import Filters, generate_instructions, parent_examples, parent_pool
 from lionflow.smk import llm_for, setup_logging, template
 
 log = setup_logging(snakemake)
 cfg = snakemake.params.generation
 k = int(snakemake.wildcards.k)
 generator = llm_for(snakemake.config["llm"], "generator")
-filters = Filters(min_words=cfg["min_words"], rouge_threshold=cfg["rouge_threshold"], leak_words=tuple(cfg["leak_words"]))
+filters = Filters(min_words=cfg["min_words"], rouge_threshold=cfg["rouge_threshold"], leak_words=tuple(cfg["leak_words"]),
+                  decontaminator=decontaminator(snakemake.params.eval_sets, cfg["decontamination"]))
 cache_pool = read_frame(snakemake.input.cache_pool, "instruction")
 pool = cache_pool["instruction"].to_list()
 split = {origin: read_frame(snakemake.input[origin], "scored_instruction") for origin in ("hard", "easy")}
@@ -19,7 +21,7 @@ for origin in ("hard", "easy"):
     kept, dropped = generate_instructions(
         generator, template(snakemake.input[f"prompt_{origin}"]), examples,
         origin=origin, count=cfg[f"new_{origin}"], iteration=k, pool=pool, filters=filters,
-        seed=snakemake.params.seed, max_rounds=cfg["max_rounds"])
+        seed=snakemake.params.seed, max_rounds=cfg["max_rounds"], drawn_from=parent_pool(cfg["strategy"], origin))
     write_jsonl(snakemake.output[f"new_{origin}"], kept, "instruction")
     rejected += dropped
     log.info("new %s: %d kept, %d rejected", origin, len(kept), len(dropped))

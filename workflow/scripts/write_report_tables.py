@@ -2,8 +2,9 @@
 from pathlib import Path
 
 from lionflow.artifacts import read_json
-from lionflow.report import (category_table, html, html_page, loop_table, open_ended_table, reasoning_table,
-                             requests_table, run_report_markdown)
+from lionflow.report import (LINEAGE_TEXT, REFEREE_TEXT, category_table, html, html_page, lineage_table, loop_table,
+                             open_ended_table, reasoning_table, referee_table, referee_warnings, requests_table,
+                             run_report_markdown)
 from lionflow.smk import setup_logging
 
 log = setup_logging(snakemake)
@@ -25,6 +26,9 @@ sections += [
     ("Reasoning (lm-eval, %)", "Main metric per task, zero-shot, and the unweighted average.",
      html(reasoning_table(summary))),
     ("The loop", "Pools, hard/easy split, mean referee scores and LLM requests per iteration.", html(loop_table(summary))),
+    ("Referee reliability", " ".join([REFEREE_TEXT, *(f"Warning, {w}." for w in referee_warnings(summary))]),
+     html(referee_table(summary))),
+    ("Hard instructions by seed family", LINEAGE_TEXT, html(lineage_table(summary))),
     ("LLM requests per stage", "Over all iterations; tokens stand in for cost.", html(requests_table(summary))),
 ]
 Path(snakemake.output.tables).write_text(html_page(f"lionflow run {summary['run']}", sections), encoding="utf-8")
