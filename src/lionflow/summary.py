@@ -10,6 +10,7 @@ import polars as pl
 
 from .artifacts import read_json, write_json
 from .frames import scan_frame
+from .provenance import provenance
 
 POOL_FILES = {  # summary field -> (Snakemake input name, artifact kind); counted rows
     "train_pool_size": ("train_pools", "instruction"), "cache_pool_size": ("cache_pools", "instruction"),
@@ -50,8 +51,9 @@ def llm_total(stages: list[dict]) -> dict:
     return total
 
 
-def summarize(inputs, out_path: str, run: str) -> dict:
-    """`inputs`: Snakemake's named input lists (one path per iteration, in iteration order)."""
+def summarize(inputs, out_path: str, run: str, config: dict, root) -> dict:
+    """`inputs`: Snakemake's named input lists (one path per iteration, in iteration order); `config`: the
+    run's validated config and `root` the project's checkout, for the provenance."""
     stats: dict[int, dict] = {}
     for path in inputs.llm_stats:
         k = int(re.search(r"iter(\d+)", str(path)).group(1))
@@ -77,6 +79,7 @@ def summarize(inputs, out_path: str, run: str) -> dict:
         "base_judge": judges.get("base"),
         "eval_llm": eval_llm,
         "llm_total": llm_total([*(s for it in stats.values() for s in it.values()), *eval_llm.values()]),
+        "provenance": provenance(config, root),
     }
     write_json(out_path, summary, "summary")
     return summary

@@ -1,7 +1,13 @@
 """results/<run>/summary.json: per-iteration counts and scores, base and final evaluation."""
+from pathlib import Path
+
+from lionflow.provenance import describe
 from lionflow.smk import setup_logging
 from lionflow.summary import summarize
 
 log = setup_logging(snakemake)
-summary = summarize(snakemake.input, snakemake.output.summary, run=snakemake.config["run"])
-log.info("summary written: %d iterations, final eval %s", len(summary["iterations"]), summary["final_eval"])
+# the project's checkout: this script is workflow/scripts/ in it
+summary = summarize(snakemake.input, snakemake.output.summary, run=snakemake.config["run"], config=snakemake.config,
+                    root=Path(__file__).resolve().parents[2])
+log.info("summary written: %d iterations, final eval %s; %s", len(summary["iterations"]), summary["final_eval"],
+         describe(summary["provenance"]))

@@ -4,12 +4,13 @@ from pathlib import Path
 from lionflow.artifacts import read_json
 from lionflow.report import (category_table, html, html_page, loop_table, open_ended_table, reasoning_table,
                              requests_table, run_report_markdown)
+from lionflow.provenance import describe
 from lionflow.smk import setup_logging
 
 log = setup_logging(snakemake)
 summary = read_json(snakemake.input.summary, "summary")
 Path(snakemake.output.markdown).write_text(run_report_markdown(summary), encoding="utf-8")
-sections = []
+sections = [("Provenance", describe(summary["provenance"]), "")]
 judged = [it for it in summary["iterations"] if it.get("judge")]
 if judged:
     final = judged[-1]["judge"]
