@@ -8,9 +8,10 @@ embedded oracle as teacher) with the config's `student.train` settings, through 
 rule's own command (`accelerate launch -m lionflow.student.train`, one CPU process, or the job's
 GPU); the LoRA arm adds `student.train.lora` with `enabled: true` (the schema's r, alpha, dropout
 and target modules unless --lora-json overrides them). Figures come from each run's
-training_log.json: trainable / total parameters, the training process's peak RSS (VmHWM: the
-model, optimizer state, activations, the final save and, for LoRA, the merge) and on a GPU torch's
-peak allocated memory, wall time. Prints a table, then one JSON line.
+training_log.json: trainable / total parameters, the training process's peak RSS (VmHWM) at the
+end of the training loop (model, optimizer state, activations) and at the end of the job (the
+final save and, for LoRA, the merge into a fresh copy of the model), on a GPU torch's peak
+allocated memory, and the training loop's and the whole job's wall time. Prints a table, then one JSON line.
 """
 
 import argparse
@@ -55,6 +56,7 @@ def train(base: Path, data: Path, out: Path, train_config: dict) -> dict:
     return {"method": log["method"], "trainable_parameters": log["trainable_parameters"],
             "total_parameters": log["total_parameters"], "trainable_percent": log["trainable_percent"],
             "peak_rss_mib": log["peak_rss_mib"], "peak_gpu_memory_mib": log["peak_gpu_memory_mib"],
+            "job_peak_rss_mib": log["job_peak_rss_mib"],
             "train_s": log["wall_time_s"], "job_s": round(time.time() - t0, 1),
             "optimizer_steps": log["optimizer_steps"], "first_loss": round(log["steps"][0]["loss"], 4),
             "final_loss": round(log["final_loss"], 4)}
@@ -82,10 +84,11 @@ def main():
         lora = {**config["student"]["train"]["lora"], **json.loads(args.lora_json), "enabled": True}
         rows = {"full": train(base, tmp / "data.jsonl", tmp / "full", {**train_config, "lora": None}),
                 "lora": train(base, tmp / "data.jsonl", tmp / "lora", {**train_config, "lora": lora})}
-    head = ["method", "trainable params", "total params", "trainable %", "peak RSS MiB", "peak GPU MiB",
-            "train s", "job s", "steps", "first loss", "final loss"]
+    head = ["method", "trainable params", "total params", "trainable %", "peak RSS MiB (training)",
+            "peak RSS MiB (job)", "peak GPU MiB", "train s", "job s", "steps", "first loss", "final loss"]
     keys = ["method", "trainable_parameters", "total_parameters", "trainable_percent", "peak_rss_mib",
-            "peak_gpu_memory_mib", "train_s", "job_s", "optimizer_steps", "first_loss", "final_loss"]
+            "job_peak_rss_mib", "peak_gpu_memory_mib", "train_s", "job_s", "optimizer_steps", "first_loss",
+            "final_loss"]
     print(f"student {spec}, {len(answers)} examples, student.train {json.dumps(train_config)}; LoRA {json.dumps(lora)}")
     print(tabulate([[r[k] if r[k] is not None else "-" for k in keys] for r in rows.values()], headers=head,
                    tablefmt="github", intfmt=","))

@@ -231,13 +231,14 @@ def train(init_dir, examples: list[dict], out_dir, cfg: TrainConfig = TrainConfi
                 _save_state(accelerator, state_dir, {"step": step, "epoch": epoch, "micro": i + 1})
 
     accelerator.wait_for_everyone()
+    trained = peak_memory(str(accelerator.device))  # the training loop's peak (model, optimizer, activations)
     state_dict = accelerator.get_state_dict(model)  # gathers shards under FSDP
     summary = {"config": dataclasses.asdict(cfg), "num_examples": len(data), "truncated": n_trunc,
                "num_processes": accelerator.num_processes, "grad_accum": grad_accum,
                "optimizer_steps": step, "resumed_from_step": resumed_from,
                "final_loss": history[-1]["loss"] if history else None,
                "wall_time_s": round(time.time() - t0, 2), "method": "lora" if lora else "full", **counts,
-               "steps": history}
+               **trained, "steps": history}
     if accelerator.is_main_process:
         out_dir = Path(out_dir)
         if lora:  # the adapter in out/adapter/, the merged model as the checkpoint
@@ -245,8 +246,8 @@ def train(init_dir, examples: list[dict], out_dir, cfg: TrainConfig = TrainConfi
         else:
             accelerator.unwrap_model(model).save_pretrained(out_dir, state_dict=state_dict)
         tokenizer.save_pretrained(out_dir)
-        # the job's peak: training, gathering and (LoRA) merging
-        summary = {**summary, **peak_memory(str(accelerator.device))}
+        # the job's peak: training, gathering, saving and (LoRA) merging
+        summary = {**summary, **{f"job_{k}": v for k, v in peak_memory(str(accelerator.device)).items()}}
         (out_dir / "training_log.json").write_text(json.dumps(summary, indent=1))
         log.info("saved %s (final loss %.4f, %.1fs)", out_dir, summary["final_loss"] or float("nan"),
                  summary["wall_time_s"])
