@@ -1,6 +1,7 @@
 # lionflow: adversarial distillation (Lion, EMNLP 2023) as files-to-files stages.
 # One iteration = imitation -> discrimination -> generation; then evaluation (lm-eval and the
-# judge) of every checkpoint, and the report. `snakemake experiment` runs the ablation.
+# judge) of every checkpoint, and the report. `snakemake experiment` runs the ablation, `snakemake export`
+# writes the distilled dataset and the final student with their cards.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -20,6 +21,7 @@ include: "rules/judge.smk"
 include: "rules/evaluation.smk"
 include: "rules/report.smk"
 include: "rules/experiment.smk"
+include: "rules/export.smk"
 
 
 localrules:

@@ -48,9 +48,11 @@ rule build_base_student:
         "../workflow/scripts/build_base_student.py"
 
 
-# How often the resumable state is saved changes no weight: not a param (editing it retrains nothing).
+# How often the resumable state is saved changes no weight: not a param (editing it retrains nothing);
+# nor do the LoRA settings while LoRA is off.
 CHECKPOINT_EVERY_STEPS = config["student"]["train"]["checkpoint_every_steps"]
-TRAIN_PARAMS = {k: v for k, v in config["student"]["train"].items() if k != "checkpoint_every_steps"}
+TRAIN_PARAMS = {k: v for k, v in config["student"]["train"].items()
+                if k != "checkpoint_every_steps" and not (k == "lora" and not v["enabled"])}
 
 
 rule train_student:

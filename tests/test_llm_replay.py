@@ -24,8 +24,9 @@ SOURCES = ("Snakefile", "rules", "workflow", "config", "resources", "tests")
 # What differs between the runs by nature: what was paid (llm_stats, and the summary and report
 # built from them; the ledger, which an offline run does not write) ...
 VOLATILE = ("llm_stats/", "summary.json", "report.md", "report/", "ledger/")
-# ... and timings, in artifacts otherwise compared in full (lm-eval results, training logs).
-TIMINGS = {"date", "wall_time_s", "wall_s"}
+# ... and timings and peak memory, in artifacts otherwise compared in full (lm-eval results, training logs).
+TIMINGS = {"date", "wall_time_s", "wall_s", "peak_rss_mib", "job_peak_rss_mib", "peak_gpu_memory_mib",
+           "job_peak_gpu_memory_mib"}
 TIMED = ("_lm_eval.json", "training_log.json")
 
 

@@ -1,7 +1,7 @@
 """End to end: Snakemake runs the whole loop on a micro config; every artifact validates;
-a no-op rerun has nothing to do; an evaluation-set edit reruns generation; a referee-prompt edit
-reruns only its dependants and pays no teacher request twice; a bad seed file fails with file,
-line and field and writes nothing."""
+a no-op rerun has nothing to do; an evaluation-set edit reruns generation; `snakemake export` writes the
+dataset and the student with their cards; a referee-prompt edit reruns only its dependants and pays no
+teacher request twice; a bad seed file fails with file, line and field and writes nothing."""
 
 import json
 import os
@@ -101,6 +101,72 @@ def test_every_artifact_validates(workdir):
 
 def test_nothing_to_do_after_a_complete_run(workdir):
     assert planned_jobs(workdir) == {}
+
+
+def test_export_dataset_and_student_with_cards(workdir):
+    """`snakemake export` on the finished run: the dataset and the model load back, and the cards' figures
+    are summary.json's. Terms of use come from config (editing them reruns nothing of the loop)."""
+    import datasets
+    import torch
+    import yaml
+    from transformers import AutoModelForCausalLM
+
+    from lionflow.provenance import config_sha256
+    from lionflow.report import pct
+
+    terms = workdir / "export.yaml"
+    terms.write_text("export: {license: cc-by-nc-4.0, terms: 'Answers by the oracle: research use only.'}\n")
+    export = ("--configfile", "tests/micro/config.yaml", str(terms), "--", "export")
+    assert planned_jobs(workdir, *export) == {"export": 1}
+    snakemake(workdir, *export)
+    run = workdir / "results" / "micro"
+    summary = read_json(run / "summary.json", "summary")
+    prov = summary["provenance"]
+    assert prov["config_sha256"] == config_sha256(prov["config"]) and prov["config"]["run"] == "micro"
+    assert prov["git_commit"] is None and prov["git_dirty"] is None  # the test's copy is no git checkout
+
+    ds = datasets.load_from_disk(run / "export" / "dataset")
+    pools = {k: read_jsonl(run / f"iter{k}" / "train_pool.jsonl", "instruction") for k in (1, 2)}
+    assert sorted(ds["id"]) == sorted(r["id"] for k in (1, 2) for r in pools[k])  # everything trained on, once
+    rows = {r["id"]: r for r in ds}
+    origins = [r["origin"] for r in rows.values()]
+    first = summary["iterations"][0]
+    assert (origins.count("seed"), origins.count("hard"), origins.count("easy")) == (18, first["new_hard"],
+                                                                                      first["new_easy"])
+    assert rows["seed-0007"]["output"] == "29, 68, 98" and rows["seed-0007"]["parent_id"] is None
+    cache1 = {r["id"] for r in read_jsonl(run / "iter1" / "cache_pool.jsonl", "instruction")}
+    for r in pools[2]:  # generated in iteration 1, modelled on a cache-pool instruction, trained on in iteration 2
+        assert rows[r["id"]]["iteration"] == 1 and rows[r["id"]]["parent_id"] in cache1
+        assert rows[r["id"]]["trained_in"] == [2] and rows[r["id"]]["origin"] == r["origin"]
+    parquet = datasets.load_dataset("parquet", data_files=str(run / "export" / "dataset" / "data" / "train.parquet"))
+    assert parquet["train"].num_rows == len(rows)
+
+    exported = AutoModelForCausalLM.from_pretrained(run / "export" / "model").state_dict()
+    final = AutoModelForCausalLM.from_pretrained(run / "iter2" / "student").state_dict()
+    assert exported.keys() == final.keys() and all(torch.equal(exported[k], final[k]) for k in final)
+
+    stats = [*(s for it in summary["iterations"] for s in it["llm"].values()), *summary["eval_llm"].values()]
+    total = summary["llm_total"]
+    for card in (run / "export" / "dataset" / "README.md", run / "export" / "model" / "README.md"):
+        text = card.read_text()
+        assert text.startswith("---\nlicense: cc-by-nc-4.0\n")
+        assert "Answers by the oracle: research use only." in text
+        assert prov["config_sha256"] in text and "git commit unknown" in text
+        assert yaml.safe_load(text.split("```yaml\n")[1].split("```")[0]) == prov["config"]
+        assert (f"| **total** | {total['requests']} | {total['paid']} | {total['cache_hits']} | {total['failures']} | "
+                f"{total['prompt_tokens']} | {total['completion_tokens']} | {total['cost_usd']:.6f} |") in text
+        for role in ("teacher", "referee", "generator", "judge", "reference"):
+            mine = [s for s in stats if s["role"] == role]
+            assert mine, role
+            assert f"| {role} | {sum(s['requests'] for s in mine)} | {sum(s['paid'] for s in mine)} |" in text
+            answers = sum(e["answers"] for s in mine for e in s["served_by"])
+            assert answers > 0 and f"| {role} | builtin://oracle | " in text
+        teacher_served = first["llm"]["teacher_train"]["served_by"][0]
+        assert f"{teacher_served['model']}, {teacher_served['system_fingerprint'] or 'no fingerprint'}: " in text
+        iter2 = next(line for line in text.splitlines() if line.startswith("| iter2 "))  # the reasoning table
+        assert pct(100 * summary["final_eval"]["oracle"]) in iter2
+        assert f"| torch | {prov['packages']['torch']} |" in text
+    assert planned_jobs(workdir, *export) == {}
 
 
 def test_bookkeeping_edits_rerun_nothing(workdir):

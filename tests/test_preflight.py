@@ -94,6 +94,17 @@ def test_base_model_problems_name_the_key(tmp_path):
            "(64 tokens)")
 
 
+def test_lora_schema_and_4bit_on_the_cpu():
+    """LoRA is off by default; its keys are strict; 4-bit loading on the CPU is an error naming the key."""
+    oracle = {"base_url": "builtin://oracle"}
+    assert config_with(oracle)["student"]["train"]["lora"] == {
+        "enabled": False, "r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear", "load_in_4bit": False}
+    lora = {"enabled": True, "load_in_4bit": True}
+    expect(config_with(oracle, device="cpu", train={"lora": lora}), "student.train.lora.load_in_4bit", "needs a GPU")
+    with pytest.raises(Exception, match="rank"):
+        config_with(oracle, train={"lora": {"enabled": True, "rank": 8}})
+
+
 def test_gguf_context_is_read_from_its_metadata():
     from lionflow.preflight import base_model_context
 

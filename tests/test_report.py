@@ -32,7 +32,9 @@ def summary():
         for k, h, s, a, b, j in ((1, 6, 6.5, 0.5, 0.25, 6), (2, 8, 7.0, 0.75, 0.5, 7))]
     s = {"run": "t", "iterations": iterations, "base_eval": {"task_a": 0.25, "task_b": 0.0, "suite": 0.125},
          "lm_eval_groups": ["suite"],
-         "final_eval": iterations[-1]["eval"], "base_judge": _judge("base", 8, 2), "eval_llm": {"reference": _stats(4, 0)}}
+         "final_eval": iterations[-1]["eval"], "base_judge": _judge("base", 8, 2), "eval_llm": {"reference": _stats(4, 0)},
+         "provenance": {"config_sha256": "ab" * 32, "config": {"run": "t"}, "git_commit": "c0" * 20, "git_dirty": True,
+                        "packages": {"torch": "2.13.0"}}}
     validate(s, "summary", "test")
     return s
 
@@ -57,6 +59,8 @@ def test_markdown_report_holds_the_tables(summary):
     text = run_report_markdown(summary)
     for heading in ("## Open-ended evaluation", "## Reasoning (lm-eval, %)", "## The loop", "## LLM requests per stage"):
         assert heading in text
+    # every number traceable: the config's hash and the commit, dirty or not
+    assert f"config sha256 {'ab' * 32}, git commit {'c0' * 20} from a DIRTY tree" in text.splitlines()[2]
     reasoning = text.split("## Reasoning")[1].split("##")[0]
     assert [line.split("|")[1].strip() for line in reasoning.splitlines() if line.startswith("| iter")] == ["iter1", "iter2"]
     assert "62.5" in reasoning

@@ -128,6 +128,9 @@ def check_student(config: dict) -> list[str]:
         if context and student["train"]["max_length"] > context:
             problems.append(f"student.train.max_length={student['train']['max_length']} is longer than the context "
                             f"of student.base_model={spec!r} ({context} tokens)")
+    lora = student["train"]["lora"]
+    if lora["enabled"] and lora["load_in_4bit"] and student["device"] == "cpu":
+        problems.append("student.train.lora.load_in_4bit: 4-bit loading needs a GPU and student.device is 'cpu'")
     if student["chat_template"] != "auto" and not Path(student["chat_template"]).is_file():
         problems.append(f"student.chat_template={student['chat_template']!r}: no such file (auto, or a Jinja file)")
     return problems

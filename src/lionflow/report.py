@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 from tabulate import tabulate  # noqa: E402
 
 from .evaluation import group_label  # noqa: E402
+from .provenance import describe  # noqa: E402
 
 STAGES = ("teacher_train", "teacher_cache", "referee", "generator")  # per-iteration LLM stages, in loop order
 
@@ -171,7 +172,7 @@ def html_page(title: str, sections: list[tuple[str, str, str]]) -> str:
 
 def run_report_markdown(summary: dict) -> str:
     """results/<run>/report.md: the paper-style tables and the loop's, for people who read text."""
-    parts = [f"# lionflow run `{summary['run']}`", ""]
+    parts = [f"# lionflow run `{summary['run']}`", "", f"Made with {describe(summary['provenance'])}.", ""]
     judges = {k: v for k, v in _judges(summary).items() if v is not None}
     if judges:
         final_name, final = list(judges.items())[-1]

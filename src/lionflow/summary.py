@@ -12,6 +12,7 @@ from .artifacts import read_json, schema, write_json
 from .discrimination import referee_reliability
 from .frames import scan_frame
 from .lineage import families_of, index_files
+from .provenance import provenance
 
 POOL_FILES = {  # summary field -> (Snakemake input name, artifact kind); counted rows
     "train_pool_size": ("train_pools", "instruction"), "cache_pool_size": ("cache_pools", "instruction"),
@@ -64,8 +65,10 @@ def llm_total(stages: list[dict]) -> dict:
     return total
 
 
-def summarize(inputs, out_path: str, run: str, *, threshold: float, min_order_agreement: float) -> dict:
-    """`inputs`: Snakemake's named input lists (one path per iteration, in iteration order); threshold and
+def summarize(inputs, out_path: str, run: str, config: dict, root, *, threshold: float,
+              min_order_agreement: float) -> dict:
+    """`inputs`: Snakemake's named input lists (one path per iteration, in iteration order); `config`: the
+    run's validated config and `root` the project's checkout, for the provenance; threshold and
     min_order_agreement: discrimination's (the referee's reliability)."""
     stats: dict[int, dict] = {}
     for path in inputs.llm_stats:
@@ -96,6 +99,7 @@ def summarize(inputs, out_path: str, run: str, *, threshold: float, min_order_ag
         "base_judge": judges.get("base"),
         "eval_llm": eval_llm,
         "llm_total": llm_total([*(s for it in stats.values() for s in it.values()), *eval_llm.values()]),
+        "provenance": provenance(config, root),
     }
     write_json(out_path, summary, "summary")
     return summary

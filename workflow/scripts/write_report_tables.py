@@ -5,12 +5,13 @@ from lionflow.artifacts import read_json
 from lionflow.report import (LINEAGE_TEXT, REFEREE_TEXT, category_table, html, html_page, lineage_table, loop_table,
                              open_ended_table, reasoning_table, referee_table, referee_warnings, requests_table,
                              run_report_markdown)
+from lionflow.provenance import describe
 from lionflow.smk import setup_logging
 
 log = setup_logging(snakemake)
 summary = read_json(snakemake.input.summary, "summary")
 Path(snakemake.output.markdown).write_text(run_report_markdown(summary), encoding="utf-8")
-sections = []
+sections = [("Provenance", describe(summary["provenance"]), "")]
 judged = [it for it in summary["iterations"] if it.get("judge")]
 if judged:
     final = judged[-1]["judge"]

@@ -10,6 +10,10 @@ Preemption-safe: every `checkpoint_every_steps` optimizer steps the full trainin
 preemption or requeue resumes there and ends with the same optimizer steps as an
 uninterrupted run. The data order is a pure function of (seed, epoch), so resuming mid-epoch
 replays exactly the batches that were not yet trained.
+
+LoRA (`lora`, see lora.py): only the adapters train; the checkpoint is the merged model, the
+adapter is saved beside it in `<out>/adapter/`. training_log.json records the trainable and
+total parameters and the process's peak memory either way.
 """
 import argparse
 import contextlib
@@ -30,7 +34,8 @@ from accelerate import Accelerator
 from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
 
 from ..artifacts import read_jsonl
-from .device import resolve_device
+from . import lora as lora_
+from .device import peak_memory, resolve_device
 from .prompting import ensure_chat_template, prompt_text
 
 log = logging.getLogger("lionflow.student.train")
@@ -51,6 +56,7 @@ class TrainConfig:  # defaults = the Lion/Alpaca seed recipe
     max_grad_norm: float = 1.0  # HF Trainer's default
     checkpoint_every_steps: int = 200  # resumable state every N optimizer steps (0: never)
     log_every: int = 10
+    lora: dict | None = None  # student.train.lora (None or enabled: false - full fine-tuning)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -84,6 +90,14 @@ def collate(batch: list[dict], pad_id: int) -> dict:
         k = len(b["input_ids"])
         ids[i, :k], labels[i, :k], mask[i, :k] = torch.tensor(b["input_ids"]), torch.tensor(b["labels"]), 1
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def parameter_counts(model: torch.nn.Module) -> dict:
+    """Trainable and total parameters (before any sharding)."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return {"trainable_parameters": trainable, "total_parameters": total,
+            "trainable_percent": round(100 * trainable / total, 4)}
 
 
 def seed_everything(seed: int):
@@ -137,7 +151,15 @@ def train(init_dir, examples: list[dict], out_dir, cfg: TrainConfig = TrainConfi
     grad_accum = cfg.effective_batch_size // per_step
 
     tokenizer = ensure_chat_template(AutoTokenizer.from_pretrained(init_dir))
-    model = AutoModelForCausalLM.from_pretrained(init_dir, dtype=torch.float32)
+    lora = lora_.LoraSettings.from_config(cfg.lora)
+    if lora:
+        lora_.check_4bit(lora, on_gpu, accelerator.num_processes)
+        model = lora_.load_for_training(init_dir, lora, accelerator.device)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(init_dir, dtype=torch.float32)
+    counts = parameter_counts(model)
+    log.info("%s: %d trainable parameters of %d (%.2f%%)", "LoRA" if lora else "full fine-tuning",
+             counts["trainable_parameters"], counts["total_parameters"], counts["trainable_percent"])
 
     encoded = [encode_example(tokenizer, ex, cfg.max_length) for ex in examples]
     n_trunc = sum(t for _, t in encoded)
@@ -145,7 +167,8 @@ def train(init_dir, examples: list[dict], out_dir, cfg: TrainConfig = TrainConfi
         log.warning("truncated %d/%d examples to max_length=%d", n_trunc, len(encoded), cfg.max_length)
     data = [f for f, _ in encoded]
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate,
+                                  weight_decay=cfg.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
     micro_per_epoch = len(epoch_batches(len(data), 0, cfg, accelerator.process_index, accelerator.num_processes))
     steps_per_epoch = math.ceil(micro_per_epoch / grad_accum)
@@ -209,16 +232,23 @@ def train(init_dir, examples: list[dict], out_dir, cfg: TrainConfig = TrainConfi
                 _save_state(accelerator, state_dir, {"step": step, "epoch": epoch, "micro": i + 1})
 
     accelerator.wait_for_everyone()
+    trained = peak_memory(str(accelerator.device))  # the training loop's peak (model, optimizer, activations)
     state_dict = accelerator.get_state_dict(model)  # gathers shards under FSDP
     summary = {"config": dataclasses.asdict(cfg), "num_examples": len(data), "truncated": n_trunc,
                "num_processes": accelerator.num_processes, "grad_accum": grad_accum,
                "optimizer_steps": step, "resumed_from_step": resumed_from,
                "final_loss": history[-1]["loss"] if history else None,
-               "wall_time_s": round(time.time() - t0, 2), "steps": history}
+               "wall_time_s": round(time.time() - t0, 2), "method": "lora" if lora else "full", **counts,
+               **trained, "steps": history}
     if accelerator.is_main_process:
         out_dir = Path(out_dir)
-        accelerator.unwrap_model(model).save_pretrained(out_dir, state_dict=state_dict)
+        if lora:  # the adapter in out/adapter/, the merged model as the checkpoint
+            lora_.save_merged(accelerator.unwrap_model(model), state_dict, init_dir, out_dir)
+        else:
+            accelerator.unwrap_model(model).save_pretrained(out_dir, state_dict=state_dict)
         tokenizer.save_pretrained(out_dir)
+        # the job's peak: training, gathering, saving and (LoRA) merging
+        summary = {**summary, **{f"job_{k}": v for k, v in peak_memory(str(accelerator.device)).items()}}
         (out_dir / "training_log.json").write_text(json.dumps(summary, indent=1))
         log.info("saved %s (final loss %.4f, %.1fs)", out_dir, summary["final_loss"] or float("nan"),
                  summary["wall_time_s"])
