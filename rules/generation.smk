@@ -3,8 +3,6 @@
 
 
 rule generate_instructions:
-    # Needs the endpoint's network: on the submit host when cluster.api_rules_local is set.
-    localrule: API_RULES_LOCAL
     input:
         hard=f"{ITER}/hard.jsonl",
         easy=f"{ITER}/easy.jsonl",
@@ -18,19 +16,22 @@ rule generate_instructions:
         new_easy=f"{ITER}/new_easy.jsonl",
         rejected=f"{ITER}/rejected.jsonl",
         stats=f"{ITER}/llm_stats/generator.json",
+    log:
+        f"logs/{config['run']}/iter{{k}}/generate_instructions.log",
+    benchmark:
+        f"logs/{config['run']}/benchmarks/iter{{k}}/generate_instructions.tsv"
+    # Needs the endpoint's network: on the submit host when cluster.api_rules_local is set.
+    localrule: API_RULES_LOCAL
     params:
         generator=role_identity(config["llm"], "generator"),
         generation=config["generation"],
         eval_sets=decontamination_sets(),
         seed=config["seed"],
-    log:
-        f"logs/{config['run']}/iter{{k}}/generate_instructions.log",
     script:
         "../workflow/scripts/generate_instructions.py"
 
 
 rule update_pools:
-    localrule: True  # seconds of bookkeeping: not worth a cluster job
     input:
         cache_pool=lambda wc: previous_iteration(wc, "cache_pool.jsonl"),
         new_hard=lambda wc: previous_iteration(wc, "new_hard.jsonl"),
@@ -38,9 +39,10 @@ rule update_pools:
     output:
         train=f"{RESULTS}/iter{{later_k}}/train_pool.jsonl",
         cache=f"{RESULTS}/iter{{later_k}}/cache_pool.jsonl",
-    params:
-        mode=config["pools"]["next_train_pool"],
     log:
         f"logs/{config['run']}/iter{{later_k}}/update_pools.log",
+    localrule: True  # seconds of bookkeeping: not worth a cluster job
+    params:
+        mode=config["pools"]["next_train_pool"],
     script:
         "../workflow/scripts/update_pools.py"

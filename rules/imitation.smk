@@ -2,7 +2,6 @@
 
 
 rule init_pools:
-    localrule: True  # seconds of bookkeeping: not worth a cluster job
     input:
         seeds=config["data"]["seed_instructions"],
     output:
@@ -10,24 +9,27 @@ rule init_pools:
         cache=f"{RESULTS}/iter1/cache_pool.jsonl",
     log:
         f"logs/{config['run']}/iter1/init_pools.log",
+    localrule: True  # seconds of bookkeeping: not worth a cluster job
     script:
         "../workflow/scripts/init_pools.py"
 
 
 rule answer_with_teacher:
-    # Needs the endpoint's network: on the submit host when cluster.api_rules_local is set.
-    localrule: API_RULES_LOCAL
     input:
         pool=f"{ITER}/{{pool}}_pool.jsonl",
         prompt=config["llm"]["teacher"]["prompt"],
     output:
         answers=f"{ITER}/teacher_{{pool}}.jsonl",
         stats=f"{ITER}/llm_stats/teacher_{{pool}}.json",
+    log:
+        f"logs/{config['run']}/iter{{k}}/answer_with_teacher_{{pool}}.log",
+    benchmark:
+        f"logs/{config['run']}/benchmarks/iter{{k}}/answer_with_teacher_{{pool}}.tsv"
+    # Needs the endpoint's network: on the submit host when cluster.api_rules_local is set.
+    localrule: API_RULES_LOCAL
     params:
         # what changes the answers, nothing else (the script reads prices, budget, cache from config)
         teacher=role_identity(config["llm"], "teacher"),
-    log:
-        f"logs/{config['run']}/iter{{k}}/answer_with_teacher_{{pool}}.log",
     script:
         "../workflow/scripts/answer_with_teacher.py"
 
@@ -35,15 +37,21 @@ rule answer_with_teacher:
 rule build_base_student:
     input:
         # a forced chat template is an input: editing it rebuilds the student and what follows
-        chat_template=[] if config["student"]["chat_template"] == "auto" else config["student"]["chat_template"],
+        chat_template=(
+            []
+            if config["student"]["chat_template"] == "auto"
+            else config["student"]["chat_template"]
+        ),
     output:
         directory(f"{RESULTS}/base_student"),
+    log:
+        f"logs/{config['run']}/build_base_student.log",
+    benchmark:
+        f"logs/{config['run']}/benchmarks/build_base_student.tsv"
     params:
         base_model=config["student"]["base_model"],
         chat_template=config["student"]["chat_template"],
         seed=config["seed"],
-    log:
-        f"logs/{config['run']}/build_base_student.log",
     script:
         "../workflow/scripts/build_base_student.py"
 
@@ -51,8 +59,11 @@ rule build_base_student:
 # How often the resumable state is saved changes no weight: not a param (editing it retrains nothing);
 # nor do the LoRA settings while LoRA is off.
 CHECKPOINT_EVERY_STEPS = config["student"]["train"]["checkpoint_every_steps"]
-TRAIN_PARAMS = {k: v for k, v in config["student"]["train"].items()
-                if k != "checkpoint_every_steps" and not (k == "lora" and not v["enabled"])}
+TRAIN_PARAMS = {
+    k: v
+    for k, v in config["student"]["train"].items()
+    if k != "checkpoint_every_steps" and not (k == "lora" and not v["enabled"])
+}
 
 
 rule train_student:
@@ -62,17 +73,21 @@ rule train_student:
         accelerate_config="config/accelerate/fsdp.yaml",
     output:
         directory(f"{ITER}/student"),
+    log:
+        f"logs/{config['run']}/iter{{k}}/train_student.log",
+    benchmark:
+        f"logs/{config['run']}/benchmarks/iter{{k}}/train_student.tsv"
+    threads: TORCH_THREADS
+    resources:
+        gpu=0,
     params:
-        train=lambda wc: json.dumps({**TRAIN_PARAMS, "seed": config["seed"] + int(wc.k)}),
+        train=lambda wc: json.dumps(
+            {**TRAIN_PARAMS, "seed": config["seed"] + int(wc.k)}
+        ),
         launch=accelerate_launch_args,
         device=config["student"]["device"],
         # Not an output: Snakemake keeps it when a job dies, so a rerun resumes from it.
         state_dir=f"{ITER}/student.resume",
-    threads: TORCH_THREADS
-    resources:
-        gpu=0,
-    log:
-        f"logs/{config['run']}/iter{{k}}/train_student.log",
     shell:
         "OMP_NUM_THREADS={threads} {PYTHON} -m accelerate.commands.launch {params.launch} -m lionflow.student.train"
         " --init {input.init} --data {input.data} --out {output} --state-dir {params.state_dir}"

@@ -6,7 +6,6 @@ import copy
 import errno
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path

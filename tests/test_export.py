@@ -14,10 +14,11 @@ def test_cards_say_dirty_tree_lora_and_no_terms():
     import yaml
     from snakemake.utils import validate
 
-    from conftest import ROOT
     from lionflow.artifacts import validate as validate_record
     from lionflow.export import card_context, render
     from lionflow.provenance import config_sha256
+
+    from conftest import ROOT
 
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     config["student"]["train"]["lora"] = {"enabled": True, "r": 4}

@@ -1,5 +1,6 @@
-import re
 """Polars frames of artifacts: dtypes from the JSON Schemas, and write checks that decide as jsonschema does."""
+import re
+
 import polars as pl
 import pytest
 

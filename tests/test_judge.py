@@ -4,8 +4,14 @@ import json
 import pytest
 
 from lionflow.artifacts import read_jsonl, validate
-from lionflow.judge import (check_failure_rate, judge_answers, load_questions, relative_cell, relative_scores,
-                            role_configs)
+from lionflow.judge import (
+    check_failure_rate,
+    judge_answers,
+    load_questions,
+    relative_cell,
+    relative_scores,
+    role_configs,
+)
 from lionflow.oracle.tasks import parse_problem, problem_key
 from lionflow.prompts import PromptTemplate
 

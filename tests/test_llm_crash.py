@@ -95,7 +95,7 @@ def test_kill_at_several_moments_then_rerun_pays_nothing_twice(tmp_path):
     with TestServer(config) as server:
         for after in (1, POOL_SIZE // 3, 2 * POOL_SIZE // 3):
             proc = _start(tmp_path, server, key)
-            _wait_for(lambda: sum(_paid(server).values()) >= after)
+            _wait_for(lambda after=after: sum(_paid(server).values()) >= after)
             server.set_hold(True)      # requests arriving now stay in flight, unanswered...
             _wait_for(lambda: _cached(tmp_path) == sum(_paid(server).values()))  # ...the answered are stored
             time.sleep(LATENCY_S * 2)

@@ -23,8 +23,18 @@ from pathlib import Path
 
 import pytest
 
-from lionflow.llm import (LLM, BudgetExceeded, Completion, Endpoint, LLMFailure, OfflineMiss, Price, ResponseCache,
-                          Role, TeacherChanged)
+from lionflow.llm import (
+    LLM,
+    BudgetExceeded,
+    Completion,
+    Endpoint,
+    LLMFailure,
+    OfflineMiss,
+    Price,
+    ResponseCache,
+    Role,
+    TeacherChanged,
+)
 from lionflow.llm.ledger import Ledger
 from lionflow.oracle.testserver import ServerConfig, TestServer, sample_pool
 from lionflow.prompts import PromptTemplate

@@ -19,7 +19,7 @@ import yaml
 from lionflow.oracle import datasets, roles
 from lionflow.oracle.app import create_app
 from lionflow.oracle.roles import respond
-from lionflow.oracle.tasks import BY_NAME, FAMILIES, Problem, grade, parse_problem, sample_problem
+from lionflow.oracle.tasks import BY_NAME, FAMILIES, grade, parse_problem, sample_problem
 
 ROOT = Path(__file__).resolve().parents[1]
 SORT = ("Sort the numbers in the input in ascending order.", "5, 3, 9")
@@ -213,5 +213,5 @@ def test_datasets_deterministic_disjoint_and_parseable():
         assert parse_problem(r["question"]).answer == r["choices"][r["label"]]
         assert datasets.problem_key(r["question"]) not in keys
     # The committed files are what the CLI writes.
-    committed = [json.loads(l) for l in (ROOT / "resources/demo/seed_instructions.jsonl").read_text().splitlines()]
+    committed = [json.loads(line) for line in (ROOT / "resources/demo/seed_instructions.jsonl").read_text().splitlines()]
     assert committed == pool

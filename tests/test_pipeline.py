@@ -3,7 +3,6 @@ a no-op rerun has nothing to do; an evaluation-set edit reruns generation; `snak
 dataset and the student with their cards; a referee-prompt edit reruns only its dependants and pays no
 teacher request twice; a bad seed file fails with file, line and field and writes nothing."""
 
-import json
 import os
 import shutil
 import subprocess
@@ -13,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from lionflow.artifacts import read_json, read_jsonl
-from lionflow.llm import ResponseCache
 
 from conftest import ROOT
 

@@ -4,9 +4,22 @@ import pytest
 from lionflow.ablation import compare
 from lionflow.artifacts import validate
 from lionflow.judge import relative_scores
-from lionflow.report import (category_table, lineage_table, loop_table, open_ended_table, plot_ablation,
-                             plot_eval_by_checkpoint, plot_hard_fraction, plot_referee_scores, plot_requests_per_stage,
-                             plot_score_gaps, reasoning_table, referee_table, requests_table, run_report_markdown)
+from lionflow.report import (
+    category_table,
+    lineage_table,
+    loop_table,
+    open_ended_table,
+    plot_ablation,
+    plot_eval_by_checkpoint,
+    plot_hard_fraction,
+    plot_referee_scores,
+    plot_requests_per_stage,
+    plot_score_gaps,
+    reasoning_table,
+    referee_table,
+    requests_table,
+    run_report_markdown,
+)
 
 
 def _judge(checkpoint, ref, stu):

@@ -2,13 +2,13 @@
 import json
 
 import pytest
-import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lionflow.student.builtin import build_tiny_student
 from lionflow.student.generate import GenerateConfig, generate_answers
 from lionflow.student.prompting import prompt_text, user_content
-from lionflow.student.train import TrainConfig, encode_example, main as train_main, train
+from lionflow.student.train import TrainConfig, encode_example, train
+from lionflow.student.train import main as train_main
 
 TINY = dict(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, max_length=256)
 CFG = dict(epochs=8, learning_rate=3e-3, effective_batch_size=8, per_device_batch_size=4, log_every=5)

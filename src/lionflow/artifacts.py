@@ -18,10 +18,11 @@ import math
 import os
 import re
 import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import fastjsonschema
 import jsonschema
@@ -226,7 +227,7 @@ class JsonlWriter:
         self.path, self.kind, self.count = path, kind, 0
         self._atomic = AtomicFile(path)
 
-    def __enter__(self) -> "JsonlWriter":
+    def __enter__(self) -> JsonlWriter:
         self._file = self._atomic.__enter__()
         return self
 

@@ -19,9 +19,9 @@ rouge_score is only a test dependency.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
-from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -261,7 +261,7 @@ def filter_near_duplicates(
             b_redo[up], a_redo[up] = f_top[up], top[up]
             keep = (sub > (b_redo - _EPS)[:, None]) & (sub < _FLOOR) & (sub > 0)
             r, j = np.divmod(np.flatnonzero(keep), n_pool)
-            _branch_and_bound(r, j, sub[r, j], lambda x, y: lcs.f(redo[x], y), b_redo, a_redo)
+            _branch_and_bound(r, j, sub[r, j], lambda x, y, lcs=lcs, redo=redo: lcs.f(redo[x], y), b_redo, a_redo)
             best[redo], arg[redo] = b_redo, a_redo
 
         # earlier kept candidates: sequential, since kept[] depends on previous decisions

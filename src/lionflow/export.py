@@ -57,7 +57,7 @@ def dataset_rows(train_pools: list, teacher_answers: list) -> list[dict]:
     return list(rows.values())
 
 
-def write_dataset(rows: list[dict], out_dir) -> "datasets.Dataset":  # noqa: F821
+def write_dataset(rows: list[dict], out_dir) -> datasets.Dataset:  # noqa: F821
     """save_to_disk (load_from_disk) and data/train.parquet (the Hub's format) of the same rows."""
     import datasets
 

@@ -19,7 +19,6 @@ stream with flat memory. The JSON Schema stays the one statement of each artifac
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import uuid
@@ -185,11 +184,12 @@ def _check_row(row: dict, kind: str, where: str) -> None:
 def _check(lazy: pl.LazyFrame, kind: str, path) -> int:
     """Check every row of `lazy` against the schema of `kind`, streaming; returns the row count."""
     if not _vectorized(kind):
-        rows = 0
+        n = 0
         for batch in lazy.collect_batches(chunk_size=10_000, engine="streaming"):
-            for rows, row in enumerate(batch.iter_rows(named=True), rows + 1):
-                _check_row(row, kind, f"{path}:{rows}")
-        return rows
+            for row in batch.iter_rows(named=True):
+                n += 1
+                _check_row(row, kind, f"{path}:{n}")
+        return n
     by_column = _violations(kind)
     rows, bad = lazy.with_row_index("_row").select(
         pl.len().alias("rows"), pl.col("_row").filter(pl.any_horizontal(list(by_column.values()))).min().alias("bad")

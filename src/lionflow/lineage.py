@@ -16,8 +16,8 @@ from __future__ import annotations
 import re
 import sys
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from .artifacts import iter_jsonl
 from .oracle.tasks import parse_problem

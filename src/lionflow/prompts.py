@@ -18,7 +18,7 @@ class PromptTemplate:
     user: jinja2.Template
 
     @classmethod
-    def load(cls, path: str | Path) -> "PromptTemplate":
+    def load(cls, path: str | Path) -> PromptTemplate:
         try:
             data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except yaml.YAMLError as e:  # its own message says "<unicode string>": name the file and line

@@ -5,8 +5,13 @@ import polars as pl
 
 from lionflow.artifacts import read_json
 from lionflow.frames import scan_frame
-from lionflow.report import (plot_eval_by_checkpoint, plot_hard_fraction, plot_referee_scores, plot_requests_per_stage,
-                             plot_score_gaps)
+from lionflow.report import (
+                             plot_eval_by_checkpoint,
+                             plot_hard_fraction,
+                             plot_referee_scores,
+                             plot_requests_per_stage,
+                             plot_score_gaps,
+)
 from lionflow.smk import setup_logging
 
 log = setup_logging(snakemake)

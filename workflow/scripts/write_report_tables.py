@@ -2,10 +2,22 @@
 from pathlib import Path
 
 from lionflow.artifacts import read_json
-from lionflow.report import (LINEAGE_TEXT, REFEREE_TEXT, category_table, html, html_page, lineage_table, loop_table,
-                             open_ended_table, reasoning_table, referee_table, referee_warnings, requests_table,
-                             run_report_markdown)
 from lionflow.provenance import describe
+from lionflow.report import (
+    LINEAGE_TEXT,
+    REFEREE_TEXT,
+    category_table,
+    html,
+    html_page,
+    lineage_table,
+    loop_table,
+    open_ended_table,
+    reasoning_table,
+    referee_table,
+    referee_warnings,
+    requests_table,
+    run_report_markdown,
+)
 from lionflow.smk import setup_logging
 
 log = setup_logging(snakemake)

@@ -1,8 +1,19 @@
 """LLM access for the teacher, referee and generator roles: client, cache, limits, ledger, batch mode."""
 
 from .cache import ResponseCache, request_key
-from .client import (BUILTIN_ORACLE, LLM, Completion, Endpoint, LLMFailure, OfflineMiss, Role, Stats,
-                     TeacherChanged, TooManyFailures, make_client)
+from .client import (
+                     BUILTIN_ORACLE,
+                     LLM,
+                     Completion,
+                     Endpoint,
+                     LLMFailure,
+                     OfflineMiss,
+                     Role,
+                     Stats,
+                     TeacherChanged,
+                     TooManyFailures,
+                     make_client,
+)
 from .ledger import BudgetExceeded, Ledger, Price
 
 __all__ = ["BUILTIN_ORACLE", "LLM", "BudgetExceeded", "Completion", "Endpoint", "LLMFailure", "Ledger", "OfflineMiss",

@@ -93,7 +93,7 @@ class Role:
     lease_s: float = 30.0                 # a claim whose holder shows no heartbeat for this long is taken over
 
     @classmethod
-    def from_config(cls, config: dict, role: str) -> "Role":
+    def from_config(cls, config: dict, role: str) -> Role:
         llm = config["llm"]
         spec = llm[role]
         ep = llm["endpoints"][spec["endpoint"]]

@@ -126,7 +126,7 @@ class _Heartbeat:
         self.thread: threading.Thread | None = None
         self.pid = os.getpid()
 
-    def add(self, presence: "Presence") -> None:
+    def add(self, presence: Presence) -> None:
         with self.lock:
             if self.pid != os.getpid():   # forked: the parent's thread did not come along
                 self.presences, self.thread, self.pid = [], None, os.getpid()
@@ -135,7 +135,7 @@ class _Heartbeat:
                 self.thread = threading.Thread(target=self._run, name="lionflow-heartbeat", daemon=True)
                 self.thread.start()
 
-    def remove(self, presence: "Presence") -> None:
+    def remove(self, presence: Presence) -> None:
         with self.lock:
             if presence in self.presences:
                 self.presences.remove(presence)
@@ -160,10 +160,10 @@ _heartbeat = _Heartbeat()
 class Presence:
     """This process in one cache directory: presence files kept fresh, and liveness of others."""
 
-    _registry: dict[tuple[str, int], "Presence"] = {}
+    _registry: dict[tuple[str, int], Presence] = {}
 
     @classmethod
-    def of(cls, root: str | os.PathLike, lease_s: float) -> "Presence":
+    def of(cls, root: str | os.PathLike, lease_s: float) -> Presence:
         key = (str(Path(root).resolve()), os.getpid())
         presence = cls._registry.get(key)
         if presence is None or presence.closed:

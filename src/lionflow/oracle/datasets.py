@@ -13,8 +13,8 @@ import argparse
 import hashlib
 import json
 import random
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .tasks import BY_NAME, FAMILIES, _parse, problem_key, render, sample_params
 

@@ -400,7 +400,7 @@ class TestServer:
     def server(self) -> _Server:
         return self.app[SERVER]
 
-    def __enter__(self) -> "TestServer":
+    def __enter__(self) -> TestServer:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM,
-                          PreTrainedTokenizerFast)
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from .prompting import ensure_chat_template
 from .prompting import chat_template as alpaca_template
+from .prompting import ensure_chat_template
 
 log = logging.getLogger(__name__)
 SPECIALS = ["<s>", "</s>", "<pad>"]

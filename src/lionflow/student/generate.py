@@ -37,10 +37,11 @@ class GenerateConfig:
         return self.temperature > 0
 
 
-def generate_answers(model_dir, items: list[dict], cfg: GenerateConfig = GenerateConfig(),
+def generate_answers(model_dir, items: list[dict], cfg: GenerateConfig | None = None,
                      device: str = "auto") -> list[dict]:
     """items: dicts with instruction, input. Returns [{answer, finish_reason}] in input order.
     device: `student.device` (auto: the job's GPU when it has one)."""
+    cfg = cfg or GenerateConfig()
     if cfg.backend == "vllm":
         return _generate_vllm(model_dir, items, cfg)
     if cfg.backend != "hf":

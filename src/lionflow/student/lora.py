@@ -29,7 +29,7 @@ class LoraSettings:
     load_in_4bit: bool
 
     @classmethod
-    def from_config(cls, lora: dict | None) -> "LoraSettings | None":
+    def from_config(cls, lora: dict | None) -> LoraSettings | None:
         """The settings of `student.train.lora` (validated, defaults filled in), or None when it is off."""
         if not lora or not lora.get("enabled"):
             return None

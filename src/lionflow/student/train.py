@@ -133,8 +133,9 @@ def _save_state(accelerator, state_dir: Path, progress: dict):
     accelerator.wait_for_everyone()
 
 
-def train(init_dir, examples: list[dict], out_dir, cfg: TrainConfig = TrainConfig(), state_dir=None,
+def train(init_dir, examples: list[dict], out_dir, cfg: TrainConfig | None = None, state_dir=None,
           device: str = "auto") -> dict:
+    cfg = cfg or TrainConfig()
     t0 = time.time()
     on_gpu = resolve_device(device).startswith("cuda")
     use_bf16 = cfg.bf16 and on_gpu
