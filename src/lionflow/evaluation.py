@@ -9,6 +9,8 @@ import logging
 import time
 from pathlib import Path
 
+from .artifacts import atomic_write
+
 log = logging.getLogger(__name__)
 MAIN_METRICS = ("acc", "exact_match", "acc_norm", "f1", "bleu")  # first found is the task's score
 
@@ -69,6 +71,6 @@ def run_lm_eval(model_dir, tasks: list[str], include_path, out_json, batch_size:
                            "wall_time_s": round(time.time() - t0, 2)}
     results.pop("samples", None)
     Path(out_json).parent.mkdir(parents=True, exist_ok=True)
-    Path(out_json).write_text(json.dumps(results, indent=1, default=_json_default))
+    atomic_write(out_json, json.dumps(results, indent=1, default=_json_default))
     log.info("lm-eval %s on %s in %.1fs: %s", model_dir, device, time.time() - t0, scores)
     return scores, groups

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import jinja2
 import yaml
 
-from .artifacts import iter_jsonl
+from .artifacts import atomic_write, iter_jsonl
 from .judge import role_configs
 from .provenance import describe
 from .report import markdown, open_ended_table, reasoning_table
@@ -161,7 +161,7 @@ def export_run(summary: dict, *, train_pools: list, teacher_answers: list, stude
                "train": summary["provenance"]["config"]["student"]["train"]}
     origins = {o: sum(r["origin"] == o for r in rows) for o in ("seed", "hard", "easy")}
     context = card_context(summary, license=license, terms=terms, student=student)
-    (Path(out_dataset) / "README.md").write_text(render(dataset_card, {**context, "rows": len(rows),
+    atomic_write(Path(out_dataset) / "README.md", render(dataset_card, {**context, "rows": len(rows),
                                                                        "origins": origins}), encoding="utf-8")
-    (Path(out_model) / "README.md").write_text(render(model_card, context), encoding="utf-8")
+    atomic_write(Path(out_model) / "README.md", render(model_card, context))
     return {"rows": len(rows), "origins": origins, **student}

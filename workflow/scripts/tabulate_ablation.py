@@ -3,7 +3,7 @@ import re
 from pathlib import Path
 
 from lionflow.ablation import compare, requests_table, table
-from lionflow.artifacts import read_json, write_json
+from lionflow.artifacts import atomic_write, read_json, write_json
 from lionflow.report import html, html_page, markdown, plot_ablation
 from lionflow.smk import setup_logging
 
@@ -20,10 +20,9 @@ intro = (f"Adversarial vs uniform generation, paired by seed over seeds {ablatio
          "Iteration 1 precedes any generation: with the same seed both arms train the same student, so its difference "
          "should be 0.")
 budget = "Mean LLM requests per stage and arm over all iterations (the budget the arms share)."
-Path(snakemake.output.markdown).write_text(
-    f"# Ablation\n\n{intro}\n\n{markdown(table(ablation))}\n\n{budget}\n\n{markdown(requests_table(ablation))}\n",
-    encoding="utf-8")
-Path(snakemake.output.table).write_text(html_page("Ablation: adversarial vs uniform generation", [
-    ("Outcomes", intro, html(table(ablation))), ("Budget", budget, html(requests_table(ablation)))]), encoding="utf-8")
+atomic_write(snakemake.output.markdown,
+             f"# Ablation\n\n{intro}\n\n{markdown(table(ablation))}\n\n{budget}\n\n{markdown(requests_table(ablation))}\n")
+atomic_write(snakemake.output.table, html_page("Ablation: adversarial vs uniform generation", [
+    ("Outcomes", intro, html(table(ablation))), ("Budget", budget, html(requests_table(ablation)))]))
 plot_ablation(ablation, snakemake.output.plot)
 log.info("ablation over %d seeds: %d rows", n, len(ablation["rows"]))

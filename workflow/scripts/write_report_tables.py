@@ -1,7 +1,6 @@
 """The paper-style tables of a run: results/<run>/report.md and an HTML page for Snakemake's report."""
-from pathlib import Path
 
-from lionflow.artifacts import read_json
+from lionflow.artifacts import atomic_write, read_json
 from lionflow.provenance import describe
 from lionflow.report import (
     LINEAGE_TEXT,
@@ -22,7 +21,7 @@ from lionflow.smk import setup_logging
 
 log = setup_logging(snakemake)
 summary = read_json(snakemake.input.summary, "summary")
-Path(snakemake.output.markdown).write_text(run_report_markdown(summary), encoding="utf-8")
+atomic_write(snakemake.output.markdown, run_report_markdown(summary))
 sections = [("Provenance", describe(summary["provenance"]), "")]
 judged = [it for it in summary["iterations"] if it.get("judge")]
 if judged:
@@ -44,5 +43,5 @@ sections += [
     ("Hard instructions by seed family", LINEAGE_TEXT, html(lineage_table(summary))),
     ("LLM requests per stage", "Over all iterations; tokens stand in for cost.", html(requests_table(summary))),
 ]
-Path(snakemake.output.tables).write_text(html_page(f"lionflow run {summary['run']}", sections), encoding="utf-8")
+atomic_write(snakemake.output.tables, html_page(f"lionflow run {summary['run']}", sections))
 log.info("report tables written: %s, %s", snakemake.output.markdown, snakemake.output.tables)

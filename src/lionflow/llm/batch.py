@@ -18,26 +18,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
-from pathlib import Path
 
 import openai
 
+from ..artifacts import atomic_write
 from .client import BUILTIN_ORACLE, Completion, LLMFailure
 from .shared import POLL_S, Claims
 
 log = logging.getLogger(__name__)
 DONE = ("completed", "failed", "expired", "cancelled")
-
-
-def _write_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _claim_all(llm, claims, keys: list[str], resolve) -> tuple[dict[str, int], dict[str, dict]]:
@@ -161,7 +151,8 @@ def _run_batch(llm, pending, where, results, desc, started) -> None:
             batch = client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
                                           completion_window="24h", metadata={"lionflow_job": job})
             batch_id = batch.id
-            _write_atomic(state_path, {"batch_id": batch_id, "input_file_id": upload.id, "requests": len(pending)})
+            atomic_write(state_path, json.dumps({"batch_id": batch_id, "input_file_id": upload.id,
+                                                 "requests": len(pending)}))
             log.info("%s: submitted batch %s (%d requests), id kept in %s", desc, batch_id, len(pending), state_path)
         while (batch := client.batches.retrieve(batch_id)).status not in DONE:
             counts = batch.request_counts

@@ -65,6 +65,8 @@ import time
 import uuid
 from pathlib import Path
 
+from ..artifacts import atomic_write
+
 HOST = socket.gethostname()
 POLL_S = 0.05          # waiters re-read the cache this often (at most; a round costs ~0.1 ms locally)
 REFRESH_S = 0.5        # shared limits re-count their members this often
@@ -325,10 +327,7 @@ class SharedShare:
         """Register as a sender; returns the number of senders seen (this one included)."""
         info = {"holder": self.presence.id, "host": HOST, "pid": os.getpid(),
                 "file": str(self.presence.file.relative_to(self.presence.root))}
-        tmp = self.dir / f".tmp-{self.name}"
-        with open(tmp, "w") as f:
-            f.write(json.dumps(info))
-        os.replace(tmp, self.dir / self.name)
+        atomic_write(self.dir / self.name, json.dumps(info))
         self.joined = True
         return self.members()
 
@@ -363,10 +362,7 @@ class SharedShare:
 
     def post_pause(self, seconds: float) -> None:
         """Tell every member to hold its requests for `seconds` (a 429's Retry-After)."""
-        tmp = self.dir / f".tmp-pause-{self.name}"
-        with open(tmp, "w") as f:
-            f.write(str(time.time() + seconds))
-        os.replace(tmp, self.dir / "pause")
+        atomic_write(self.dir / "pause", str(time.time() + seconds))
 
     def pause_left(self) -> float:
         data = read_small(self.dir / "pause")

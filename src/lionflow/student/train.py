@@ -33,7 +33,7 @@ import torch
 from accelerate import Accelerator
 from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
 
-from ..artifacts import read_jsonl
+from ..artifacts import atomic_write, read_jsonl
 from . import lora as lora_
 from .device import peak_memory, resolve_device
 from .prompting import ensure_chat_template, prompt_text
@@ -250,7 +250,7 @@ def train(init_dir, examples: list[dict], out_dir, cfg: TrainConfig | None = Non
         tokenizer.save_pretrained(out_dir)
         # the job's peak: training, gathering, saving and (LoRA) merging
         summary = {**summary, **{f"job_{k}": v for k, v in peak_memory(str(accelerator.device)).items()}}
-        (out_dir / "training_log.json").write_text(json.dumps(summary, indent=1))
+        atomic_write(out_dir / "training_log.json", json.dumps(summary, indent=1))
         log.info("saved %s (final loss %.4f, %.1fs)", out_dir, summary["final_loss"] or float("nan"),
                  summary["wall_time_s"])
         if state_dir:
