@@ -77,8 +77,8 @@ def main():
         pool = [{**r, "input": r.get("input", "")} for r in read_jsonl(config["data"]["seed_instructions"],
                                                                      "seed_instruction")]
         llm = {**config["llm"], "cache_dir": str(tmp / "cache")}
-        answers = teacher_answers(llm_for(llm, "teacher"), PromptTemplate.load(config["llm"]["teacher"]["prompt"]),
-                                  pool)
+        answers, _ = teacher_answers(llm_for(llm, "teacher"), PromptTemplate.load(config["llm"]["teacher"]["prompt"]),
+                                     pool, max_failure_rate=0.0)
         write_jsonl(tmp / "data.jsonl", answers, "answer")
         train_config = {k: v for k, v in config["student"]["train"].items() if k not in ("checkpoint_every_steps", "lora")}
         lora = {**config["student"]["train"]["lora"], **json.loads(args.lora_json), "enabled": True}

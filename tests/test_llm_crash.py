@@ -37,7 +37,7 @@ def worker(workdir: Path, url: str) -> None:
     role = Role("teacher", endpoint, "oracle-1", {"max_tokens": 64}, ledger_dir=str(workdir / "cache" / "ledger"))
     teacher = LLM(role, ResponseCache(workdir / "cache"))
     template = PromptTemplate.load(Path(__file__).parents[1] / "resources" / "prompts" / "teacher.yaml")
-    answers = teacher_answers(teacher, template, pool)
+    answers, _ = teacher_answers(teacher, template, pool, max_failure_rate=0.0)
     write_jsonl(workdir / "results" / "teacher.jsonl", answers, "answer")
     write_json(workdir / "results" / "llm_stats.json", teacher.stats.as_dict(teacher.role), "llm_stats")
 

@@ -6,8 +6,9 @@ import time
 
 import pytest
 
+from lionflow.failures import TooManyFailures
+from lionflow.imitation import teacher_answers
 from lionflow.llm import LLM, BudgetExceeded, Completion, Endpoint, LLMFailure, Price, ResponseCache, Role
-from lionflow.llm.client import TooManyFailures
 from lionflow.llm.ledger import Ledger
 from lionflow.oracle.testserver import FAULT_KINDS, ServerConfig, TestServer, sample_pool
 from lionflow.prompts import PromptTemplate
@@ -22,10 +23,10 @@ def requests_for(pool):
 
 
 def make_llm(server, tmp_path, *, concurrency=8, retries=3, timeout_s=5.0, rpm=None, tpm=None, price=Price(),
-             budget_usd=None, tolerance=1.0, api_key_env=None, cache="cache"):
+             budget_usd=None, api_key_env=None, cache="cache"):
     endpoint = Endpoint(name="test", base_url=server.url, api_key_env=api_key_env, max_concurrency=concurrency,
                         timeout_s=timeout_s, max_retries=retries, rpm=rpm, tpm=tpm)
-    role = Role("teacher", endpoint, "oracle-1", {"max_tokens": 64}, price=price, failure_tolerance=tolerance,
+    role = Role("teacher", endpoint, "oracle-1", {"max_tokens": 64}, price=price,
                 budget_usd=budget_usd, ledger_dir=str(tmp_path / "ledger"))
     return LLM(role, ResponseCache(tmp_path / cache))
 
@@ -67,12 +68,30 @@ def test_other_4xx_is_not_retried_and_names_the_request(tmp_path, monkeypatch):
     assert llm.stats.retries == 0 and llm.stats.failures == 1 and len(ResponseCache(tmp_path / "cache")) == 0
 
 
-def test_failures_beyond_tolerance_raise_a_summary(tmp_path):
+def _pool(n):
+    return [{"id": f"i{k}", "instruction": p.instruction, "input": p.input} for k, p in enumerate(sample_pool(n))]
+
+
+def test_failures_beyond_the_rate_stop_the_stage_with_a_summary(tmp_path):
+    """One policy: the client returns failures as values; the stage applies its one rate."""
     with TestServer(ServerConfig(fault_rate=1.0, fault_kinds=("500",), max_faults_per_request=10)) as server:
-        llm = make_llm(server, tmp_path, retries=1, tolerance=0.1)
-        with pytest.raises(TooManyFailures, match=r"3 of 3 requests failed after retries.*3 x InternalServerError"):
-            llm.complete(requests_for(sample_pool(3)))
-    assert llm.stats.retries == 3
+        llm = make_llm(server, tmp_path, retries=1)
+        replies = llm.complete(requests_for(sample_pool(3)))
+        assert all(isinstance(r, LLMFailure) for r in replies)            # values, never an exception
+        with pytest.raises(TooManyFailures, match=r"teacher failed on 3 of 3 requests \(100\.0%\), above "
+                                                  r"llm\.failure_tolerance=10\.0% \(3 x InternalServerError"):
+            teacher_answers(llm, TEACHER, _pool(3), max_failure_rate=0.1)
+    assert llm.stats.retries == 6
+
+
+def test_a_failure_within_the_rate_is_left_out_and_recorded(tmp_path):
+    """A teacher answer that fails for good leaves its instruction out of training, recorded by id and kind."""
+    with TestServer(ServerConfig(fault_rate=0.3, fault_kinds=("500",), max_faults_per_request=10, seed=3)) as server:
+        llm = make_llm(server, tmp_path, retries=1)
+        answers, failed = teacher_answers(llm, TEACHER, _pool(20), max_failure_rate=0.5)
+    assert failed and answers and len(answers) + len(failed) == 20
+    assert {f["kind"] for f in failed} == {"InternalServerError (HTTP 500)"}
+    assert not {a["id"] for a in answers} & {f["id"] for f in failed}
 
 
 def test_rpm_limit_is_kept_without_a_429(tmp_path):

@@ -230,6 +230,6 @@ def test_bad_seed_file_names_file_line_and_field(workdir):
     (workdir / "bad.yaml").write_text("run: bad\ndata: {seed_instructions: tests/micro/bad_seeds.jsonl}\n")
     proc = snakemake(workdir, "--configfile", "tests/micro/config.yaml", "bad.yaml", check=False)
     assert proc.returncode != 0
-    log = (workdir / "logs" / "bad" / "iter1" / "init_pools.log").read_text()
-    assert "bad_seeds.jsonl:2: field 'instruction'" in log
-    assert not (workdir / "results" / "bad" / "iter1" / "train_pool.jsonl").exists()
+    # the preflight finds it when the workflow is parsed, before any job runs
+    assert "data.seed_instructions: tests/micro/bad_seeds.jsonl:2: field 'instruction'" in proc.stdout + proc.stderr
+    assert not (workdir / "results" / "bad").exists() and not (workdir / "logs" / "bad").exists()

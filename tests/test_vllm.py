@@ -224,7 +224,7 @@ def test_teacher_on_a_real_vllm_server(server, vllm_endpoint, tmp_path):
                                 ResponseCache(cache))
     before = server_counts(server)
     first = teacher(tmp_path / "cache")
-    records = teacher_answers(first, template, pool)   # raises if any parameter were refused
+    records, _ = teacher_answers(first, template, pool, 0.0)   # raises if any parameter were refused
     after = server_counts(server)
     write_jsonl(tmp_path / "teacher.jsonl", records, "answer")
     assert read_jsonl(tmp_path / "teacher.jsonl", "answer") == records
@@ -242,12 +242,12 @@ def test_teacher_on_a_real_vllm_server(server, vllm_endpoint, tmp_path):
                for e in entries if e["finish_reason"] == "length")
     # a rerun pays nothing: every answer from the cache, the server sees no request
     rerun = teacher(tmp_path / "cache")
-    assert teacher_answers(rerun, template, pool) == records
+    assert teacher_answers(rerun, template, pool, 0.0)[0] == records
     assert (rerun.stats.paid, rerun.stats.cache_hits) == (0, len(pool))
     assert server_counts(server) == after
     # seed honoured: sampled at temperature 0.7, a fresh cache pays again for the very same answers
     fresh = teacher(tmp_path / "fresh-cache")
-    assert teacher_answers(fresh, template, pool) == records and fresh.stats.paid == len(pool)
+    assert teacher_answers(fresh, template, pool, 0.0)[0] == records and fresh.stats.paid == len(pool)
 
 
 @pytest.mark.slow

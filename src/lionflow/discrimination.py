@@ -15,6 +15,7 @@ import statistics
 
 import polars as pl
 
+from .failures import check_failure_rate as _check
 from .frames import polars_schema, scan_frame, write_frames
 from .llm import LLM, LLMFailure
 from .prompts import PromptTemplate
@@ -102,16 +103,21 @@ def score_pairs(referee: LLM, template: PromptTemplate, teacher: list[dict], stu
     return records
 
 
+def failed_verdicts(records: list[dict]) -> list[dict]:
+    """{id, kind, error} of each record (pair or question) whose verdict failed in either order."""
+    failed = []
+    for r in records:
+        if r["failed"]:
+            error = next(o["error"] for o in r["orders"] if o["error"])
+            kind = "unparseable" if error.startswith("unparseable reply") else "request"
+            failed.append({"id": r["id"], "kind": kind, "error": error})
+    return failed
+
+
 def check_failure_rate(records: list[dict], max_rate: float) -> int:
-    """Number of failed pairs; RuntimeError when their share exceeds `max_rate`."""
-    failed = [r for r in records if r["failed"]]
-    if records and len(failed) / len(records) > max_rate:
-        examples = "; ".join(f"{r['id']}: {next(o['error'] for o in r['orders'] if o['error'])}" for r in failed[:3])
-        raise RuntimeError(
-            f"referee failed on {len(failed)} of {len(records)} pairs ({len(failed) / len(records):.1%}), above "
-            f"discrimination.max_referee_failure_rate={max_rate:.1%}. Examples: {examples}"
-        )
-    return len(failed)
+    """Number of failed pairs; TooManyFailures when their share exceeds `max_rate`."""
+    return _check("referee", "pair", failed_verdicts(records), len(records), max_rate,
+                  "discrimination.max_referee_failure_rate")
 
 
 def split_hard_easy(scores: pl.LazyFrame | pl.DataFrame, threshold: float) -> tuple[pl.LazyFrame, pl.LazyFrame]:

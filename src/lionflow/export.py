@@ -162,6 +162,6 @@ def export_run(summary: dict, *, train_pools: list, teacher_answers: list, stude
     origins = {o: sum(r["origin"] == o for r in rows) for o in ("seed", "hard", "easy")}
     context = card_context(summary, license=license, terms=terms, student=student)
     atomic_write(Path(out_dataset) / "README.md", render(dataset_card, {**context, "rows": len(rows),
-                                                                       "origins": origins}), encoding="utf-8")
+                                                                       "origins": origins}))
     atomic_write(Path(out_model) / "README.md", render(model_card, context))
     return {"rows": len(rows), "origins": origins, **student}

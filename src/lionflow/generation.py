@@ -22,6 +22,7 @@ import polars as pl
 
 from .decontamination import Decontaminator
 from .dedup import filter_near_duplicates, rouge_l_f, rouge_tokenize
+from .failures import check_failure_rate
 from .llm import LLM, LLMFailure
 from .prompts import PromptTemplate
 
@@ -85,13 +86,15 @@ def parent_pool(strategy: str, origin: str) -> str:
 
 def generate_instructions(generator: LLM, template: PromptTemplate, examples: pl.DataFrame, *, origin: str,
                           count: int, iteration: int, pool: list[str], filters: Filters, seed: int,
-                          max_rounds: int = 3, drawn_from: str | None = None) -> tuple[list[dict], list[dict]]:
+                          max_rounds: int = 3, drawn_from: str | None = None,
+                          max_failure_rate: float = 0.0) -> tuple[list[dict], list[dict]]:
     """Returns (kept instructions, schema `instruction`; rejected, schema `rejected_instruction`).
 
     `examples`: a frame with id, instruction, input (hard/easy split or cache pool); `drawn_from`:
     which (`parent_pool`: hard, easy or cache; default `origin`, the adversarial strategy's).
     `pool` holds the texts to deduplicate against (the cache pool, plus instructions kept by
-    an earlier call in the same iteration); kept ones are appended to it.
+    an earlier call in the same iteration); kept ones are appended to it. `max_failure_rate`
+    (llm.failure_tolerance): the share of a round's requests that may fail for good.
     """
     kept: list[dict] = []
     rejected: list[dict] = []
@@ -113,12 +116,17 @@ def generate_instructions(generator: LLM, template: PromptTemplate, examples: pl
             request_index += 1
         replies = generator.complete(requests, desc=f"generate {origin} (round {round_ + 1})",
                                      ids=[f"new {origin} instruction from {p['id']}" for p in parents])
-        failures = [r for r in replies if isinstance(r, LLMFailure)]
-        if failures:
-            raise RuntimeError(f"{len(failures)} generator requests failed after retries; first: {failures[0].error}")
+        failed = [{"id": f"from {p['id']}", "kind": r.kind or "error", "error": r.error}
+                  for p, r in zip(parents, replies) if isinstance(r, LLMFailure)]
+        # A failed request is one candidate fewer (the next round draws again), within the one rate.
+        if failed:
+            check_failure_rate("generator", "request", failed, len(replies), max_failure_rate,
+                               "llm.failure_tolerance")
 
         candidates = []  # (parent, text) that passed the cheap filters
         for parent, reply in zip(parents, replies):
+            if isinstance(reply, LLMFailure):
+                continue
             text = reply.content.strip()
             reason = reject_reason(text, reply.finish_reason, filters) if text else "too_short"
             if reason:

@@ -24,7 +24,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from .artifacts import iter_jsonl, read_jsonl, write_jsonl
-from .discrimination import score_pairs
+from .discrimination import failed_verdicts, score_pairs
+from .failures import check_failure_rate as _check
 from .llm import LLM
 from .oracle.tasks import BY_NAME, problem_key, sample_problem
 from .prompts import PromptTemplate
@@ -120,14 +121,8 @@ def relative_scores(records: list[dict], *, checkpoint: str, judge_model: str, r
 
 
 def check_failure_rate(records: list[dict], max_rate: float) -> int:
-    """Number of failed questions; RuntimeError when their share exceeds `max_rate`."""
-    failed = [r for r in records if r["failed"]]
-    if records and len(failed) / len(records) > max_rate:
-        examples = "; ".join(f"{r['id']}: {next(o['error'] for o in r['orders'] if o['error'])}" for r in failed[:3])
-        raise RuntimeError(f"judge failed on {len(failed)} of {len(records)} questions "
-                           f"({len(failed) / len(records):.1%}), above eval.judge.max_failure_rate={max_rate:.1%}. "
-                           f"Examples: {examples}")
-    return len(failed)
+    """Number of failed questions; TooManyFailures when their share exceeds `max_rate`."""
+    return _check("judge", "question", failed_verdicts(records), len(records), max_rate, "eval.judge.max_failure_rate")
 
 
 # ---------------------------------------------------------------- the demo's question set

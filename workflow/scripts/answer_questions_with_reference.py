@@ -7,7 +7,10 @@ from lionflow.smk import judge_llm_for, setup_logging, template
 log = setup_logging(snakemake)
 questions = load_questions(snakemake.input.questions, snakemake.params.limit)
 reference = judge_llm_for(snakemake.config, "reference")
-answers = teacher_answers(reference, template(snakemake.input.prompt), questions)
+# Every question needs its reference answer: the judge compares the student with it on all of them.
+answers, failed = teacher_answers(reference, template(snakemake.input.prompt), questions, max_failure_rate=0.0,
+                                  rate_key="the reference (every evaluation question needs its answer)")
 write_jsonl(snakemake.output.answers, answers, "answer")
-write_json(snakemake.output.stats, reference.stats.as_dict(reference.role), "llm_stats")
+write_json(snakemake.output.stats, reference.stats.as_dict(reference.role) | {"failed_requests": failed},
+           "llm_stats")
 log.info("reference %s answered %d questions; %s", reference.role.model, len(answers), reference.stats)

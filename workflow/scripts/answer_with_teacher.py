@@ -6,7 +6,10 @@ from lionflow.smk import llm_for, setup_logging, template
 log = setup_logging(snakemake)
 pool = read_jsonl(snakemake.input.pool, "instruction")
 teacher = llm_for(snakemake.config["llm"], "teacher")
-answers = teacher_answers(teacher, template(snakemake.input.prompt), pool)
+answers, failed = teacher_answers(teacher, template(snakemake.input.prompt), pool,
+                                  max_failure_rate=snakemake.config["llm"]["failure_tolerance"])
 write_jsonl(snakemake.output.answers, answers, "answer")
-write_json(snakemake.output.stats, teacher.stats.as_dict(teacher.role), "llm_stats")
-log.info("teacher: %s", teacher.stats)
+write_json(snakemake.output.stats, teacher.stats.as_dict(teacher.role) | {"failed_requests": failed}, "llm_stats")
+for f in failed:
+    log.warning("left out (the teacher failed for good): %s: %s", f["id"], f["error"])
+log.info("teacher: %d answers, %d failed; %s", len(answers), len(failed), teacher.stats)

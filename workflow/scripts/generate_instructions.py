@@ -21,7 +21,8 @@ for origin in ("hard", "easy"):
     kept, dropped = generate_instructions(
         generator, template(snakemake.input[f"prompt_{origin}"]), examples,
         origin=origin, count=cfg[f"new_{origin}"], iteration=k, pool=pool, filters=filters,
-        seed=snakemake.params.seed, max_rounds=cfg["max_rounds"], drawn_from=parent_pool(cfg["strategy"], origin))
+        seed=snakemake.params.seed, max_rounds=cfg["max_rounds"], drawn_from=parent_pool(cfg["strategy"], origin),
+        max_failure_rate=snakemake.config["llm"]["failure_tolerance"])
     write_jsonl(snakemake.output[f"new_{origin}"], kept, "instruction")
     rejected += dropped
     log.info("new %s: %d kept, %d rejected", origin, len(kept), len(dropped))

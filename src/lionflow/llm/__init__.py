@@ -1,5 +1,6 @@
 """LLM access for the teacher, referee and generator roles: client, cache, limits, ledger, batch mode."""
 
+from ..failures import TooManyFailures
 from .cache import ResponseCache, request_key
 from .client import (
                      BUILTIN_ORACLE,
@@ -11,7 +12,6 @@ from .client import (
                      Role,
                      Stats,
                      TeacherChanged,
-                     TooManyFailures,
                      make_client,
 )
 from .ledger import BudgetExceeded, Ledger, Price

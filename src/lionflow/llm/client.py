@@ -12,9 +12,8 @@ with the other jobs sending to it; the budget (`Ledger`, for the run); the call,
 full jitter, or after the server's Retry-After (which also pauses the endpoint). The SDK's own
 retries are off so that every attempt passes the rate limiter and is counted. Answers are
 written to the cache the moment they arrive. A request that still fails becomes an
-`LLMFailure` value naming the role, the endpoint and the request: callers decide, and nothing
-placeholder-like is ever returned as text; more failures than `failure_tolerance` raise
-`TooManyFailures`.
+`LLMFailure` value naming the role, the endpoint and the request: the stage decides
+(`lionflow.failures`), and nothing placeholder-like is ever returned as text.
 
 `llm.offline: true` sends nothing: every answer comes from the cache, and a request that is
 not there fails at once (`OfflineMiss`, naming the role, the instruction and the cache key).
@@ -83,7 +82,6 @@ class Role:
     params: dict  # sampling parameters sent with every request (temperature, max_tokens, ...)
     price: Price = Price()                # USD per million tokens (0: unknown / free)
     mode: str = "online"                  # online | batch (the OpenAI Batch API)
-    failure_tolerance: float = 1.0        # fraction of a call's requests that may fail
     budget_usd: float | None = None
     ledger_dir: str | None = None         # where spending is recorded (None: nowhere)
     batch_discount: float = 0.5           # batch price / online price
@@ -110,7 +108,7 @@ class Role:
         cache_dir = llm.get("cache_dir", ".cache/llm")
         return cls(role, endpoint, spec["model"], dict(spec.get("params", {})),
                    price=Price(**prices.get(spec["model"], {})), mode=spec.get("mode", "online"),
-                   failure_tolerance=llm.get("failure_tolerance", 0.01), budget_usd=budget,
+                   budget_usd=budget,
                    ledger_dir=llm.get("ledger_dir") or str(Path(cache_dir) / "ledger"),
                    batch_discount=llm.get("batch_discount", 0.5), batch_poll_s=llm.get("batch_poll_s", 30.0),
                    offline=llm.get("offline", False), pin_fingerprint=llm.get("pin_fingerprint", False),
@@ -135,10 +133,6 @@ class Completion:
 class LLMFailure:
     error: str
     kind: str = ""      # e.g. "APIConnectionError", "BadRequestError (HTTP 400)", "empty message"
-
-
-class TooManyFailures(RuntimeError):
-    pass
 
 
 class OfflineMiss(RuntimeError):
@@ -273,8 +267,7 @@ class LLM:
         ids: what each request is for (an instruction id), named in errors.
 
         Raises BudgetExceeded (after the requests in flight are answered and cached) when the
-        next request could pass `llm.budget_usd`, TooManyFailures when more than
-        `failure_tolerance` of the requests failed after their retries, OfflineMiss (offline) when
+        next request could pass `llm.budget_usd`, OfflineMiss (offline) when
         a request is not cached, TeacherChanged (pin_fingerprint) when the model answering changed.
         """
         if self.role.offline:
@@ -285,7 +278,6 @@ class LLM:
         else:
             results = asyncio.run(self._complete_all(requests, desc or self.role.name, ids))
         self._note_damage()
-        self._check_failures(results)
         self._check_served()
         return results
 
@@ -296,16 +288,6 @@ class LLM:
             shown = "; ".join(f"{path}:{line}: {reason}" for path, line, reason in damaged[:3])
             self.stats.warnings.append(f"{len(damaged)} damaged record(s) in the LLM cache, their requests paid again "
                                        f"if asked: {shown}" + (" ..." if len(damaged) > 3 else ""))
-
-    def _check_failures(self, results) -> None:
-        failed = [r.error for r in results if isinstance(r, LLMFailure)]
-        if failed and len(failed) > self.role.failure_tolerance * len(results):
-            kinds = collections.Counter(r.kind or "error" for r in results if isinstance(r, LLMFailure))
-            raise TooManyFailures(
-                f"{self.role.where()}: {len(failed)} of {len(results)} requests failed after retries, more than "
-                f"llm.failure_tolerance = {self.role.failure_tolerance:g} allows "
-                f"({', '.join(f'{n} x {k}' for k, n in kinds.most_common())}); first: {failed[0]}. "
-                "Answers received are cached: a rerun pays only for the rest.")
 
     def _complete_offline(self, requests, ids) -> list[Completion]:
         """llm.offline: every answer from the cache; the first request not there fails at once."""
