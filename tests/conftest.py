@@ -22,3 +22,15 @@ def oracle_llm(tmp_path):
         return LLM(Role(role, endpoint, "oracle-1", dict(params or {})), ResponseCache(cache_dir or tmp_path / "cache"))
 
     return make
+
+
+class ScriptedGenerator:
+    """A stand-in generator LLM that proposes the given instructions in turn."""
+
+    def __init__(self, *texts):
+        self.texts = list(texts)
+
+    def complete(self, requests, desc="", ids=None):
+        from lionflow.llm import Completion
+
+        return [Completion(self.texts.pop(0), "stop", False) for _ in requests]

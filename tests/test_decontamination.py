@@ -5,10 +5,9 @@ import pytest
 from lionflow.artifacts import validate
 from lionflow.decontamination import Decontaminator, decontaminator, eval_texts
 from lionflow.generation import Filters, generate_instructions
-from lionflow.llm import Completion
 from lionflow.prompts import PromptTemplate
 
-from conftest import PROMPTS, ROOT
+from conftest import PROMPTS, ROOT, ScriptedGenerator
 
 QUESTION = "Which number is larger, 268 or 673?"  # 7 tokens: which number is larger 268 or 673
 STORY = ("Write a short story about a lion who learns to share the food he hunts with the other animals "
@@ -64,22 +63,12 @@ def test_clean_instructions_and_short_eval_texts_pass():
         Decontaminator(EVAL, rouge_threshold=0.8, ngram=4, min_ngram=5)
 
 
-class Scripted:
-    """A generator that proposes the given instructions in turn."""
-
-    def __init__(self, *texts):
-        self.texts = list(texts)
-
-    def complete(self, requests, desc="", ids=None):
-        return [Completion(self.texts.pop(0), "stop", False) for _ in requests]
-
-
 def test_generation_rejects_planted_eval_questions_as_contaminated():
     planted = [QUESTION, "Which number is bigger, 268 or 673?", "Which number is larger, 12 or 99?"]
     examples = pl.DataFrame([{"id": "h0", "instruction": "Which number is larger, 3 or 8?", "input": ""}])
     filters = Filters(min_words=4, rouge_threshold=0.7, decontaminator=Decontaminator(
         EVAL, rouge_threshold=0.8, ngram=13, min_ngram=4))
-    kept, rejected = generate_instructions(Scripted(*planted), PromptTemplate.load(PROMPTS / "generator_hard.yaml"),
+    kept, rejected = generate_instructions(ScriptedGenerator(*planted), PromptTemplate.load(PROMPTS / "generator_hard.yaml"),
                                            examples, origin="hard", count=3, iteration=1, pool=[], filters=filters,
                                            seed=0, max_rounds=1)
     assert [k["instruction"] for k in kept] == ["Which number is larger, 12 or 99?"]
@@ -88,7 +77,7 @@ def test_generation_rejects_planted_eval_questions_as_contaminated():
     for r in rejected:
         validate(r, "rejected_instruction", "test")
     # without the check the planted question would have been kept
-    kept, _ = generate_instructions(Scripted(*planted), PromptTemplate.load(PROMPTS / "generator_hard.yaml"), examples,
+    kept, _ = generate_instructions(ScriptedGenerator(*planted), PromptTemplate.load(PROMPTS / "generator_hard.yaml"), examples,
                                     origin="hard", count=3, iteration=1, pool=[],
                                     filters=Filters(min_words=4, rouge_threshold=0.7), seed=0, max_rounds=1)
     assert QUESTION in [k["instruction"] for k in kept]

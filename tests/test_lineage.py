@@ -5,10 +5,9 @@ import pytest
 from lionflow.artifacts import write_jsonl
 from lionflow.generation import Filters, generate_instructions, parent_pool
 from lionflow.lineage import chain, families_of, index_files, main, run_files
-from lionflow.llm import Completion
 from lionflow.prompts import PromptTemplate
 
-from conftest import PROMPTS
+from conftest import PROMPTS, ScriptedGenerator
 
 
 def _seed(i, text):
@@ -70,17 +69,9 @@ def test_cli_prints_the_chain(run, capsys):
     assert main([str(run / "iter1")]) == 2
 
 
-class Scripted:
-    def __init__(self, *texts):
-        self.texts = list(texts)
-
-    def complete(self, requests, desc="", ids=None):
-        return [Completion(self.texts.pop(0), "stop", False) for _ in requests]
-
-
 def test_generation_records_the_parent_pool_and_similarity():
     examples = pl.DataFrame([{"id": "c7", "instruction": "What is 1 + 2?", "input": ""}])
-    kept, _ = generate_instructions(Scripted("What is 10 + 20 here?"), PromptTemplate.load(PROMPTS / "generator_hard.yaml"),
+    kept, _ = generate_instructions(ScriptedGenerator("What is 10 + 20 here?"), PromptTemplate.load(PROMPTS / "generator_hard.yaml"),
                                     examples, origin="hard", count=1, iteration=3, pool=[],
                                     filters=Filters(min_words=4, rouge_threshold=0.7), seed=0, max_rounds=1,
                                     drawn_from=parent_pool("uniform", "hard"))
