@@ -31,10 +31,11 @@ rule summarize_run:
         new_hard=iteration_files("new_hard.jsonl"),
         new_easy=iteration_files("new_easy.jsonl"),
         rejected=iteration_files("rejected.jsonl"),
-        llm_stats=iteration_files("llm_stats/teacher_train.json")
-        + iteration_files("llm_stats/teacher_cache.json")
-        + iteration_files("llm_stats/referee.json")
-        + iteration_files("llm_stats/generator.json"),
+        # one list per LLM stage, in iteration order (lionflow.summary.LLM_STAGES)
+        llm_teacher_train=iteration_files("llm_stats/teacher_train.json"),
+        llm_teacher_cache=iteration_files("llm_stats/teacher_cache.json"),
+        llm_referee=iteration_files("llm_stats/referee.json"),
+        llm_generator=iteration_files("llm_stats/generator.json"),
         base_eval=f"{RESULTS}/eval/base.json",
         iteration_evals=expand(
             f"{RESULTS}/eval/iter{{k}}.json", k=range(1, N_ITERATIONS + 1)

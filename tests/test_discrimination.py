@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import polars as pl
 import pytest
 
@@ -51,6 +53,8 @@ def test_both_orders_cancel_position_bias_with_the_oracle(oracle_llm):
 
 class ScriptedReferee:
     """Replies in turn from a list; records the extra params of each request."""
+
+    role = SimpleNamespace(name="referee")
 
     def __init__(self, replies):
         self.replies, self.seen = list(replies), []

@@ -17,6 +17,7 @@ import statistics
 from scipy import stats
 
 from .evaluation import group_label
+from .summary import stage_totals
 
 STRATEGIES = ("adversarial", "uniform")
 
@@ -72,11 +73,7 @@ def outcome_metrics(summary: dict) -> dict[tuple[str, int], float]:
 
 def budget(summary: dict) -> dict[str, int]:
     """LLM requests per stage over all iterations (paid + cached: the calls an API would bill)."""
-    totals: dict[str, int] = {}
-    for it in summary["iterations"]:
-        for stage, s in it.get("llm", {}).items():
-            totals[stage] = totals.get(stage, 0) + s["requests"]
-    return totals
+    return {stage: total["requests"] for stage, total in stage_totals(summary).items()}
 
 
 def compare(summaries: dict[tuple[str, int], dict], seeds: list[int], confidence: float = 0.95) -> dict:

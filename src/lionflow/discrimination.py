@@ -16,6 +16,7 @@ import statistics
 import polars as pl
 
 from .failures import check_failure_rate as _check
+from .failures import check_rows
 from .frames import polars_schema, scan_frame, write_frames
 from .llm import LLM, LLMFailure
 from .prompts import PromptTemplate
@@ -100,6 +101,8 @@ def score_pairs(referee: LLM, template: PromptTemplate, teacher: list[dict], stu
         records.append({"id": p["id"], "instruction": p["instruction"], "input": p["input"], "orders": orders,
                         "teacher_score": ts, "student_score": ss, "gap": None if failed else ts - ss,
                         "failed": failed})
+    # one record per answer pair, failed verdicts included (marked `failed`)
+    check_rows(referee.role.name, len(teacher), len(records), 0)
     return records
 
 
@@ -135,8 +138,10 @@ def write_split_hard_easy(scores_path, threshold: float, hard_path, easy_path) -
     """
     scores = scan_frame(scores_path, "referee_score")
     hard, easy = split_hard_easy(scores, threshold)
-    n_hard, n_easy = write_frames([(hard, hard_path, "scored_instruction"), (easy, easy_path, "scored_instruction")])
-    return n_hard, n_easy, scores.select(pl.len()).collect(engine="streaming").item() - n_hard - n_easy
+    n_in, n_failed = scores.select(pl.len(), pl.col("failed").sum()).collect(engine="streaming").row(0)
+    n_hard, n_easy = write_frames([(hard, hard_path, "scored_instruction"), (easy, easy_path, "scored_instruction")],
+                                  check_counts=lambda n: check_rows("split_hard_easy", n_in, sum(n), n_failed))
+    return n_hard, n_easy, n_failed
 
 
 FAILURE_KINDS = ("unparseable", "request")  # a reply without usable scores; a request failed after its retries

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -202,13 +203,17 @@ def _check(lazy: pl.LazyFrame, kind: str, path) -> int:
     return rows
 
 
-def write_frames(outputs: list[tuple[pl.DataFrame | pl.LazyFrame, str | os.PathLike, str]]) -> list[int]:
+def write_frames(outputs: list[tuple[pl.DataFrame | pl.LazyFrame, str | os.PathLike, str]],
+                 check_counts: Callable[[list[int]], None] | None = None) -> list[int]:
     """Check each (frame, path, kind) against its schema and write it as JSONL; returns the row counts.
 
     All or nothing: every file is checked and written to a temp file first, and renamed into place
-    only when all are, so a failure leaves none of them (nor a temp file) behind."""
+    only when all are, so a failure leaves none of them (nor a temp file) behind. `check_counts`
+    (the stage's row-count invariant) sees the counts before anything is written."""
     conformed = [(_conform(frame.lazy(), kind, path), Path(path), kind) for frame, path, kind in outputs]
     counts = [_check(lazy, kind, path) for lazy, path, kind in conformed]
+    if check_counts is not None:
+        check_counts(counts)
     temps = []
     try:
         for lazy, path, _ in conformed:

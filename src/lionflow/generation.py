@@ -22,7 +22,7 @@ import polars as pl
 
 from .decontamination import Decontaminator
 from .dedup import filter_near_duplicates, rouge_l_f, rouge_tokenize
-from .failures import check_failure_rate
+from .failures import check_failure_rate, check_rows
 from .llm import LLM, LLMFailure
 from .prompts import PromptTemplate
 
@@ -101,7 +101,7 @@ def generate_instructions(generator: LLM, template: PromptTemplate, examples: pl
     if examples.is_empty() or count == 0:
         log.warning("no %s examples: no new %s instructions this iteration", origin, origin)
         return kept, rejected
-    request_index = 0
+    request_index, n_failed = 0, 0
     for round_ in range(max_rounds):
         missing = count - len(kept)
         if missing <= 0:
@@ -119,6 +119,7 @@ def generate_instructions(generator: LLM, template: PromptTemplate, examples: pl
         failed = [{"id": f"from {p['id']}", "kind": r.kind or "error", "error": r.error}
                   for p, r in zip(parents, replies) if isinstance(r, LLMFailure)]
         # A failed request is one candidate fewer (the next round draws again), within the one rate.
+        n_failed += len(failed)
         if failed:
             check_failure_rate("generator", "request", failed, len(replies), max_failure_rate,
                                "llm.failure_tolerance")
@@ -156,6 +157,8 @@ def generate_instructions(generator: LLM, template: PromptTemplate, examples: pl
                                  "reason": "near_duplicate", "max_similarity": d.max_similarity,
                                  "most_similar": d.most_similar, "shared_ngram": None})
         log.info("%s round %d: %d kept so far, %d rejected so far", origin, round_ + 1, len(kept), len(rejected))
+    # every request: kept, rejected (with its reason) or failed
+    check_rows(f"generator (new {origin})", request_index, len(kept) + len(rejected), n_failed)
     if len(kept) < count:
         log.warning("kept %d of %d new %s instructions after %d rounds", len(kept), count, origin, max_rounds)
     return kept, rejected

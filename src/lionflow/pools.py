@@ -12,13 +12,16 @@ import os
 import polars as pl
 
 from .artifacts import ArtifactError, iter_jsonl
+from .failures import check_rows
 from .frames import read_frame, scan_frame, write_frames
 
 POOL_MODES = ("new", "all")
+POOLS = ("train", "cache")
 
 
-def check_seed_file(path: str | os.PathLike) -> None:
-    """Every line of the user's seed file: its schema and a unique id; errors name the file, line and field."""
+def check_seed_file(path: str | os.PathLike) -> int:
+    """Every line of the user's seed file: its schema and a unique id; errors name the file, line and field.
+    Returns the number of seed instructions."""
     seen: dict[str, int] = {}
     for lineno, record in iter_jsonl(path, "seed_instruction", numbered=True):
         if record["id"] in seen:
@@ -27,11 +30,16 @@ def check_seed_file(path: str | os.PathLike) -> None:
         seen[record["id"]] = lineno
     if not seen:
         raise ArtifactError(f"{path}: no seed instructions")
+    return len(seen)
 
 
 def seed_pool(seeds_path: str | os.PathLike) -> pl.LazyFrame:
     """The seed file as a lazy pool frame (schema `instruction`), after checking every line."""
     check_seed_file(seeds_path)
+    return _seed_frame(seeds_path)
+
+
+def _seed_frame(seeds_path) -> pl.LazyFrame:
     return pl.scan_ndjson(seeds_path, schema={"id": pl.String, "instruction": pl.String, "input": pl.String}) \
         .select("id", "instruction", pl.col("input").fill_null(""), origin=pl.lit("seed"), iteration=pl.lit(0),
                 parent_id=pl.lit(None, pl.String), max_similarity=pl.lit(None, pl.Float64),
@@ -45,8 +53,9 @@ def load_seed_pool(path: str | os.PathLike) -> list[dict]:
 
 def write_seed_pools(seeds_path, train_path, cache_path) -> int:
     """Iteration 1: train pool = cache pool = the seed pool."""
-    pool = seed_pool(seeds_path)
-    return write_frames([(pool, train_path, "instruction"), (pool, cache_path, "instruction")])[1]
+    n_seeds, pool = check_seed_file(seeds_path), _seed_frame(seeds_path)
+    check = lambda counts: [check_rows(f"init_pools ({name} pool)", n_seeds, n, 0) for name, n in zip(POOLS, counts)]
+    return write_frames([(pool, train_path, "instruction"), (pool, cache_path, "instruction")], check)[1]
 
 
 def next_pools(cache_pool: pl.LazyFrame, new: pl.DataFrame, mode: str) -> tuple[pl.LazyFrame, pl.LazyFrame]:
@@ -71,6 +80,12 @@ def write_next_pools(cache_pool_path, new_paths: list, mode: str, train_path, ca
 
     Returns (train size, cache size)."""
     new = pl.concat([read_frame(p, "instruction") for p in new_paths])
-    train, cache = next_pools(scan_frame(cache_pool_path, "instruction"), new, mode)
-    n_train, n_cache = write_frames([(train, train_path, "instruction"), (cache, cache_path, "instruction")])
+    cache_pool = scan_frame(cache_pool_path, "instruction")
+    train, cache = next_pools(cache_pool, new, mode)
+    # next cache = cache + new; next train = new (mode "new") or the next cache (mode "all")
+    n_cache = cache_pool.select(pl.len()).collect(engine="streaming").item() + new.height
+    expected = {"train": new.height if mode == "new" else n_cache, "cache": n_cache}
+    check = lambda counts: [check_rows(f"update_pools ({name} pool)", expected[name], n, 0)
+                            for name, n in zip(POOLS, counts)]
+    n_train, n_cache = write_frames([(train, train_path, "instruction"), (cache, cache_path, "instruction")], check)
     return n_train, n_cache

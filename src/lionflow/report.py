@@ -18,6 +18,7 @@ from tabulate import tabulate  # noqa: E402
 
 from .evaluation import group_label  # noqa: E402
 from .provenance import describe  # noqa: E402
+from .summary import llm_total, stage_totals  # noqa: E402
 
 STAGES = ("teacher_train", "teacher_cache", "referee", "generator")  # per-iteration LLM stages, in loop order
 
@@ -87,8 +88,7 @@ def loop_table(summary: dict) -> tuple[list[str], list[list[str]]]:
                      pct(it["teacher_score_mean"], 2), pct(it["student_score_mean"], 2), str(it["referee_failures"]),
                      str(it["new_hard"]), str(it["new_easy"]),
                      str(it["rejected"]["contaminated"]) if "rejected" in it else "n/a",
-                     str(sum(s["paid"] for s in it.get("llm", {}).values())),
-                     str(sum(s["cache_hits"] for s in it.get("llm", {}).values()))])
+                     *(str(llm_total(it.get("llm", {}).values())[k]) for k in ("paid", "cache_hits"))])
     return ["iter", "train", "cache", "hard", "easy", "hard %", "teacher", "student", "referee failed",
             "new hard", "new easy", "contaminated", "paid", "cached"], rows
 
@@ -135,18 +135,9 @@ REFEREE_TEXT = ("Each pair is scored with the teacher's answer shown first and w
 
 def requests_table(summary: dict) -> tuple[list[str], list[list[str]]]:
     """LLM requests and tokens per stage, summed over iterations, plus the evaluation's."""
-    totals: dict[str, dict] = {}
-    for it in summary["iterations"]:
-        for stage, s in it.get("llm", {}).items():
-            t = totals.setdefault(stage, dict.fromkeys(("requests", "paid", "cache_hits", "failures", "tokens"), 0))
-            for key in ("requests", "paid", "cache_hits", "failures"):
-                t[key] += s[key]
-            t["tokens"] += s["prompt_tokens"] + s["completion_tokens"]
-    for stage, s in summary.get("eval_llm", {}).items():
-        totals[f"eval: {stage}"] = {**{k: s[k] for k in ("requests", "paid", "cache_hits", "failures")},
-                                    "tokens": s["prompt_tokens"] + s["completion_tokens"]}
-    rows = [[stage, *(str(t[k]) for k in ("requests", "paid", "cache_hits", "failures", "tokens"))]
-            for stage, t in totals.items()]
+    totals = {**stage_totals(summary), **{f"eval: {stage}": s for stage, s in summary.get("eval_llm", {}).items()}}
+    rows = [[stage, *(str(t[k]) for k in ("requests", "paid", "cache_hits", "failures")),
+             str(t["prompt_tokens"] + t["completion_tokens"])] for stage, t in totals.items()]
     return ["stage", "requests", "paid", "cached", "failed", "tokens"], rows
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import polars as pl
@@ -54,15 +53,26 @@ def iteration_summary(k: int, inputs, *, llm: dict, evaluation: dict, judge: dic
             "llm": llm, "eval": evaluation, "judge": judge}
 
 
+# The LLM stages of an iteration, each with its llm_stats file (Snakemake input `llm_<stage>`, one per iteration).
+LLM_STAGES = ("teacher_train", "teacher_cache", "referee", "generator")
 LEDGER_FIELDS = ("requests", "cache_hits", "paid", "failures", "retries", "rate_limited", "prompt_tokens",
                  "completion_tokens", "cost_usd")
 
 
-def llm_total(stages: list[dict]) -> dict:
-    """The run's LLM ledger: every stage's llm_stats summed (fields absent from older artifacts count 0)."""
+def llm_total(stages) -> dict:
+    """llm_stats summed: the run's ledger over every stage, or an iteration's over its stages (fields
+    absent from older artifacts count 0)."""
+    stages = list(stages)
     total = {f: sum(s.get(f, 0) for s in stages) for f in LEDGER_FIELDS}
     total["cost_usd"] = round(total["cost_usd"], 6)
     return total
+
+
+def stage_totals(summary: dict) -> dict[str, dict]:
+    """Each LLM stage of the loop with its llm_stats summed over the iterations, in stage order."""
+    stages = dict.fromkeys(stage for it in summary["iterations"] for stage in it.get("llm", {}))
+    return {stage: llm_total(it["llm"][stage] for it in summary["iterations"] if stage in it.get("llm", {}))
+            for stage in stages}
 
 
 def summarize(inputs, out_path: str, run: str, config: dict, root, *, threshold: float,
@@ -70,10 +80,8 @@ def summarize(inputs, out_path: str, run: str, config: dict, root, *, threshold:
     """`inputs`: Snakemake's named input lists (one path per iteration, in iteration order); `config`: the
     run's validated config and `root` the project's checkout, for the provenance; threshold and
     min_order_agreement: discrimination's (the referee's reliability)."""
-    stats: dict[int, dict] = {}
-    for path in inputs.llm_stats:
-        k = int(re.search(r"iter(\d+)", str(path)).group(1))
-        stats.setdefault(k, {})[Path(path).stem] = read_json(path, "llm_stats")
+    stats = {i + 1: {stage: read_json(getattr(inputs, f"llm_{stage}")[i], "llm_stats") for stage in LLM_STAGES}
+             for i in range(len(inputs.train_pools))}
     # The judge's results and request statistics, when the open-ended evaluation is enabled.
     judges = {r["checkpoint"]: r for r in (read_json(p, "judge_result") for p in getattr(inputs, "judge_results", []))}
     eval_llm = {Path(p).stem: read_json(p, "llm_stats") for p in getattr(inputs, "judge_stats", [])}
@@ -114,8 +122,8 @@ def format_table(summary: dict) -> str:
             "paid", "cached"] + tasks + ["judge %"]
     rows = [["base"] + [""] * 11 + [f"{summary['base_eval'][t]:.3f}" for t in tasks] + [judge(summary.get("base_judge"))]]
     for it in summary["iterations"]:
-        paid = sum(s["paid"] for s in it["llm"].values())
-        cached = sum(s["cache_hits"] for s in it["llm"].values())
+        total = llm_total(it["llm"].values())
+        paid, cached = total["paid"], total["cache_hits"]
         fmt = lambda x: "-" if x is None else f"{x:.2f}"
         rows.append([str(it["iteration"]), str(it["train_pool_size"]), str(it["cache_pool_size"]), str(it["n_hard"]),
                      str(it["n_easy"]), str(it["new_hard"]), str(it["new_easy"]), fmt(it["teacher_score_mean"]),

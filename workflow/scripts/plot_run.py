@@ -1,6 +1,4 @@
 """Per-iteration plots of a run: hard fraction, referee scores, score gaps, evaluations, requests."""
-import re
-
 import polars as pl
 
 from lionflow.artifacts import read_json
@@ -16,9 +14,8 @@ from lionflow.smk import setup_logging
 
 log = setup_logging(snakemake)
 summary = read_json(snakemake.input.summary, "summary")
-gaps = {int(re.search(r"iter(\d+)", path).group(1)):
-        scan_frame(path, "referee_score").filter(~pl.col("failed")).select("gap").collect()["gap"].to_list()
-        for path in snakemake.input.scores}
+gaps = {k: scan_frame(path, "referee_score").filter(~pl.col("failed")).select("gap").collect()["gap"].to_list()
+        for k, path in enumerate(snakemake.input.scores, start=1)}  # in iteration order
 plot_hard_fraction(summary, snakemake.output.hard_fraction)
 plot_referee_scores(summary, snakemake.output.referee_scores)
 plot_score_gaps(gaps, snakemake.params.threshold, snakemake.output.score_gaps)

@@ -11,6 +11,7 @@ import torch
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from ..failures import check_rows
 from .device import default_dtype, resolve_device
 from .prompting import ensure_chat_template, prompt_text
 
@@ -111,5 +112,6 @@ def _generate_vllm(model_dir, items: list[dict], cfg: GenerateConfig) -> list[di
 def answer_records(model_dir, items: list[dict], cfg: GenerateConfig, model: str, device: str = "auto") -> list[dict]:
     """The student's answers to `items` (dicts with id, instruction, input) as `answer` artifact records."""
     answers = generate_answers(model_dir, items, cfg, device=device)
+    check_rows(model, len(items), len(answers), 0)
     return [{"id": it["id"], "instruction": it["instruction"], "input": it["input"], "answer": a["answer"],
              "model": model, "finish_reason": a["finish_reason"]} for it, a in zip(items, answers)]
