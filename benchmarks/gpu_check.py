@@ -155,12 +155,12 @@ def kill_tree(proc: subprocess.Popen) -> int:
     return len(procs)
 
 
-def start_training(work: Path, name: str, cfg: dict, gpu: bool, log_path: Path, threads: int) -> subprocess.Popen:
+def start_training(work: Path, name: str, cfg: dict, gpu: bool, log_path: Path, s: dict) -> subprocess.Popen:
     """rules/imitation.smk train_student's command, in its own process session (so it can be killed whole)."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch", *launch_args(gpu), "-m", "lionflow.student.train",
            "--init", str(work / "init"), "--data", str(work / "data.jsonl"), "--out", str(work / name),
-           "--state-dir", str(work / f"{name}.resume"), "--config-json", json.dumps(cfg)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+           "--state-dir", str(work / f"{name}.resume"), "--config-json", json.dumps(cfg), "--log-every", str(s["log_every"])]
+    env = {**os.environ, "OMP_NUM_THREADS": str(s["threads"])}
     return subprocess.Popen(cmd, env=env, stdout=open(log_path, "w"), stderr=subprocess.STDOUT,
                             start_new_session=True)
 
@@ -189,13 +189,14 @@ def window_rates(log_text: str) -> list[float]:
 def phase_train(work: Path, s: dict, gpu: bool, n_params: int, out: dict) -> dict:
     """The uninterrupted run: throughput, MFU; its log is the reference for the resume check."""
     from train_throughput import peak_tflops
+    from workflow_config import train_settings
 
-    cfg = dict(epochs=1, learning_rate=3e-4, warmup_ratio=0.0, max_length=s["seq_len"],
-               effective_batch_size=s["effective_batch"], per_device_batch_size=s["per_device_batch"],
-               checkpoint_every_steps=0, log_every=s["log_every"], seed=0)
+    cfg = train_settings(epochs=1, learning_rate=3e-4, warmup_ratio=0.0, max_length=s["seq_len"],
+                         effective_batch_size=s["effective_batch"], per_device_batch_size=s["per_device_batch"],
+                         checkpoint_every_steps=0, seed=0)
     log_path = work / "train_whole.log"
     t0 = time.perf_counter()
-    wait(start_training(work, "whole", cfg, gpu, log_path, s["threads"]), time_left(s), log_path,
+    wait(start_training(work, "whole", cfg, gpu, log_path, s), time_left(s), log_path,
          "training (whole run)")
     wall = time.perf_counter() - t0
     summary = json.loads((work / "whole" / "training_log.json").read_text())
@@ -228,7 +229,7 @@ def phase_resume(work: Path, s: dict, gpu: bool, cfg: dict, out: dict) -> None:
     cfg = {**cfg, "checkpoint_every_steps": s["checkpoint_every"]}
     state = work / "killed.resume"
     killed_log, resumed_log = work / "train_killed.log", work / "train_resumed.log"
-    proc = start_training(work, "killed", cfg, gpu, killed_log, s["threads"])
+    proc = start_training(work, "killed", cfg, gpu, killed_log, s)
     timeout = time_left(s)
     deadline = time.time() + timeout
     while not (state / "latest" / "progress.json").exists():  # the first saved state
@@ -245,7 +246,7 @@ def phase_resume(work: Path, s: dict, gpu: bool, cfg: dict, out: dict) -> None:
         raise RuntimeError("the training meant to be killed had already finished: raise `steps` in SIZES")
     saved = json.loads((state / "latest" / "progress.json").read_text())["step"]
     t0 = time.perf_counter()
-    wait(start_training(work, "killed", cfg, gpu, resumed_log, s["threads"]), time_left(s), resumed_log,
+    wait(start_training(work, "killed", cfg, gpu, resumed_log, s), time_left(s), resumed_log,
          "resumed training")
     resumed = json.loads((work / "killed" / "training_log.json").read_text())
     reference = {st["step"]: st["loss"] for st in whole["steps"]}
@@ -268,9 +269,10 @@ def phase_generation(work: Path, s: dict, gpu: bool, out: dict) -> None:
 
     import torch
     from scale import one_at_a_time
+    from workflow_config import generate_config
 
     from lionflow.oracle.datasets import make_synthetic_pool
-    from lionflow.student.generate import GenerateConfig, generate_answers
+    from lionflow.student.generate import generate_answers
 
     device = "cuda" if gpu else "cpu"
     dtype = "bfloat16" if gpu else "float32"
@@ -290,7 +292,8 @@ def phase_generation(work: Path, s: dict, gpu: bool, out: dict) -> None:
         single_answers[attn] = one_at_a_time(model_dir, [items[i] for i in sample], s["gen_new_tokens"], dtype, attn)
         sync()
         single[attn] = s["gen_single"] / (time.perf_counter() - t0)
-    cfg = GenerateConfig(max_new_tokens=s["gen_new_tokens"], temperature=0.0, batch_size=s["gen_batch"], dtype=dtype)
+    cfg = generate_config(max_new_tokens=s["gen_new_tokens"], temperature=0.0, batch_size=s["gen_batch"],
+                          dtype=dtype)
     generate_answers(model_dir, items[:s["gen_batch"]], cfg, device=device)  # warm-up
     sync()
     t0 = time.perf_counter()

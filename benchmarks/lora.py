@@ -23,9 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-from snakemake.utils import update_config, validate
 from tabulate import tabulate
+from workflow_config import load_config
 
 from lionflow.artifacts import read_jsonl, write_jsonl
 from lionflow.imitation import teacher_answers
@@ -34,14 +33,6 @@ from lionflow.smk import llm_for
 from lionflow.student.builtin import resolve_base_model
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_config(path: str) -> dict:
-    """The run's config as the workflow sees it: config/config.yaml, the given file over it, schema defaults."""
-    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    update_config(config, yaml.safe_load(Path(path).read_text()))  # as --configfile does
-    validate(config, str(ROOT / "config" / "schema.yaml"))
-    return config
 
 
 def train(base: Path, data: Path, out: Path, train_config: dict) -> dict:
@@ -80,7 +71,7 @@ def main():
         answers, _ = teacher_answers(llm_for(llm, "teacher"), PromptTemplate.load(config["llm"]["teacher"]["prompt"]),
                                      pool, max_failure_rate=0.0)
         write_jsonl(tmp / "data.jsonl", answers, "answer")
-        train_config = {k: v for k, v in config["student"]["train"].items() if k not in ("checkpoint_every_steps", "lora")}
+        train_config = {**config["student"]["train"], "seed": config["seed"], "checkpoint_every_steps": 0}
         lora = {**config["student"]["train"]["lora"], **json.loads(args.lora_json), "enabled": True}
         rows = {"full": train(base, tmp / "data.jsonl", tmp / "full", {**train_config, "lora": None}),
                 "lora": train(base, tmp / "data.jsonl", tmp / "lora", {**train_config, "lora": lora})}

@@ -113,10 +113,11 @@ def one_at_a_time(model_dir, items: list[dict], max_new: int, dtype: str, attn: 
 def bench_generation(n_prompts: int, n_single: int, new_tokens: list[int], batch_sizes: list[int],
                      dtypes: list[str], threads: int) -> dict:
     import torch
+    from workflow_config import generate_config
 
     from lionflow.oracle.datasets import make_synthetic_pool
     from lionflow.student.builtin import build_tiny_student
-    from lionflow.student.generate import GenerateConfig, generate_answers
+    from lionflow.student.generate import generate_answers
 
     torch.set_num_threads(threads)
     items = list(make_synthetic_pool(n_prompts, seed=3))
@@ -125,7 +126,8 @@ def bench_generation(n_prompts: int, n_single: int, new_tokens: list[int], batch
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_tiny_student(Path(tmp) / "tiny")
         for max_new in new_tokens:
-            cfg = lambda bs, dtype, max_new=max_new: GenerateConfig(max_new_tokens=max_new, temperature=0.0, batch_size=bs, dtype=dtype)
+            cfg = lambda bs, dtype, max_new=max_new: generate_config(max_new_tokens=max_new, temperature=0.0,
+                                                                     batch_size=bs, dtype=dtype)
             single, one = {}, {}
             # Batch 1 first, in every dtype and attention kernel, so that each batched figure is set
             # against the fastest one-at-a-time configuration, not a strawman.

@@ -1,4 +1,5 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ROOT / "resources" / "prompts"
+# The settings the rules pass to training and generation, from the schema's defaults (their one home):
+# benchmarks/workflow_config.py, shared with the benchmarks.
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from workflow_config import generate_config, schema_defaults, train_settings  # noqa: E402, F401
 
 
 @pytest.fixture
@@ -34,3 +39,4 @@ class ScriptedGenerator:
         from lionflow.llm import Completion
 
         return [Completion(self.texts.pop(0), "stop", False) for _ in requests]
+

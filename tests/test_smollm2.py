@@ -12,9 +12,9 @@ import sys
 import pytest
 
 from lionflow.artifacts import read_json, read_jsonl
-from lionflow.student.generate import GenerateConfig, generate_answers
+from lionflow.student.generate import generate_answers
 
-from conftest import ROOT
+from conftest import ROOT, generate_config
 
 pytestmark = pytest.mark.slow
 GGUF = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -66,7 +66,7 @@ def test_lm_eval_scores_what_our_generation_answers(run):
     questions = [json.loads(line) for line in (ROOT / "resources/lm_eval/data/oracle_gen.jsonl").open()][:LIMIT]
     student = run / "iter1" / "student"
     ours = generate_answers(student, [{"instruction": q["question"], "input": ""} for q in questions],
-                            GenerateConfig(max_new_tokens=32, temperature=0.0, batch_size=16), device="cpu")
+                            generate_config(max_new_tokens=32, temperature=0.0, batch_size=16), device="cpu")
     matches = [utils.exact_answer(a["answer"]) == utils.exact_answer(q["answer"]) for a, q in zip(ours, questions)]
     lm_eval_score = read_json(run / "eval" / "iter1.json", "eval_metrics")["metrics"]["oracle_gen"]
     assert sum(matches) > 0, [a["answer"] for a in ours]

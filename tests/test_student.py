@@ -5,13 +5,15 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lionflow.student.builtin import build_tiny_student
-from lionflow.student.generate import GenerateConfig, generate_answers
+from lionflow.student.generate import generate_answers
 from lionflow.student.prompting import prompt_text, user_content
 from lionflow.student.train import TrainConfig, encode_example, train
 from lionflow.student.train import main as train_main
 
+from conftest import generate_config, train_settings
+
 TINY = dict(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, max_length=256)
-CFG = dict(epochs=8, learning_rate=3e-3, effective_batch_size=8, per_device_batch_size=4, log_every=5)
+CFG = train_settings(epochs=8, learning_rate=3e-3, effective_batch_size=8, per_device_batch_size=4)
 WORDS = "lion tiger cat dog bird fish wolf bear frog owl".split()
 
 
@@ -37,7 +39,7 @@ def trained(tiny, tmp_path_factory):
     data = tmp / "train.jsonl"
     data.write_text("".join(json.dumps(e) + "\n" for e in examples(50)))
     train_main(["--init", str(tiny), "--data", str(data), "--out", str(tmp / "out"),
-                "--config-json", json.dumps(CFG)])
+                "--config-json", json.dumps(CFG), "--log-every", "5"])
     return tmp / "out"
 
 
@@ -82,19 +84,19 @@ def test_training_reduces_loss(trained, tiny, tmp_path):
     AutoModelForCausalLM.from_pretrained(trained)
     assert AutoTokenizer.from_pretrained(trained).chat_template
     # seeded: a rerun gives the same losses
-    again = train(tiny, examples(50), tmp_path / "again", TrainConfig(**CFG))
+    again = train(tiny, examples(50), tmp_path / "again", TrainConfig(**CFG), log_every=5)
     assert [s["loss"] for s in again["steps"]] == losses
 
 
 def test_generation_order_seed_and_batching(trained):
     items = [{"instruction": e["instruction"], "input": e["input"]} for e in examples(12)]
-    greedy = GenerateConfig(max_new_tokens=8, temperature=0, batch_size=5)
+    greedy = generate_config(max_new_tokens=8, temperature=0, batch_size=5)
     batched = generate_answers(trained, items, greedy)
     # one at a time: same greedy answers, so batching (length-sorted) restored the order
     assert batched == [generate_answers(trained, [it], greedy)[0] for it in items]
     assert len({r["answer"] for r in batched}) > 1  # answers differ, so order is observable
     assert all(r["finish_reason"] in ("stop", "length") for r in batched)
-    sample = GenerateConfig(max_new_tokens=8, temperature=1.0, batch_size=5, seed=3)
+    sample = generate_config(max_new_tokens=8, temperature=1.0, batch_size=5, seed=3)
     assert generate_answers(trained, items, sample) == generate_answers(trained, items, sample)
 
 
@@ -102,4 +104,4 @@ def test_unknown_backend(tiny):
     # The vllm backend runs a real server: tests/test_vllm.py.
     items = [{"instruction": "What is 2 + 2?", "input": ""}]
     with pytest.raises(ValueError, match="backend must be"):
-        generate_answers(tiny, items, GenerateConfig(backend="tgi"))
+        generate_answers(tiny, items, generate_config(backend="tgi"))

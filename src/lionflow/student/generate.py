@@ -18,31 +18,30 @@ from .prompting import ensure_chat_template, prompt_text
 
 @dataclass
 class GenerateConfig:
-    max_new_tokens: int = 1024
-    temperature: float = 0.7
-    top_p: float = 1.0
-    batch_size: int = 16
-    seed: int = 0
-    backend: str = "hf"  # hf | vllm
-    dtype: str = "auto"  # auto (bfloat16 on GPU, float32 on CPU) | float32 | bfloat16 | float16
-    # backend vllm: the server's command and limits (defaults in config/schema.yaml; None: not configured)
-    vllm_command: str | list[str] | None = None
-    vllm_args: list[str] | None = None
-    vllm_max_model_len: int | None = None
-    vllm_startup_timeout_s: float | None = None
-    vllm_max_concurrency: int | None = None
-    vllm_request_timeout_s: float | None = None
+    """The validated config's `student.generate` (config/schema.yaml holds the defaults) and the seed."""
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    batch_size: int
+    seed: int
+    backend: str  # hf | vllm
+    dtype: str  # auto (bfloat16 on GPU, float32 on CPU) | float32 | bfloat16 | float16
+    # backend vllm: the server's command and limits
+    vllm_command: str | list[str]
+    vllm_args: list[str]
+    vllm_max_model_len: int | None
+    vllm_startup_timeout_s: float
+    vllm_max_concurrency: int
+    vllm_request_timeout_s: float
 
     @property
     def do_sample(self) -> bool:
         return self.temperature > 0
 
 
-def generate_answers(model_dir, items: list[dict], cfg: GenerateConfig | None = None,
-                     device: str = "auto") -> list[dict]:
+def generate_answers(model_dir, items: list[dict], cfg: GenerateConfig, device: str = "auto") -> list[dict]:
     """items: dicts with instruction, input. Returns [{answer, finish_reason}] in input order.
     device: `student.device` (auto: the job's GPU when it has one)."""
-    cfg = cfg or GenerateConfig()
     if cfg.backend == "vllm":
         return _generate_vllm(model_dir, items, cfg)
     if cfg.backend != "hf":
@@ -94,11 +93,6 @@ def _generate_vllm(model_dir, items: list[dict], cfg: GenerateConfig) -> list[di
     environment: a venv, a module, a container) and stopped when the answers are in."""
     from .vllm_server import complete_prompts, vllm_server
 
-    unset = [k for k in ("vllm_command", "vllm_startup_timeout_s", "vllm_max_concurrency", "vllm_request_timeout_s")
-             if getattr(cfg, k) is None]
-    if unset:
-        raise ValueError(f"student.generate.backend is 'vllm' but student.generate.{unset[0]} is not set "
-                         "(config/schema.yaml holds the defaults)")
     tokenizer = ensure_chat_template(AutoTokenizer.from_pretrained(model_dir))
     prompts = [prompt_text(tokenizer, it["instruction"], it.get("input", "")) for it in items]
     with vllm_server(model_dir, command=cfg.vllm_command, served_model_name="student", seed=cfg.seed,

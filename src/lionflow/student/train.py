@@ -42,27 +42,30 @@ log = logging.getLogger("lionflow.student.train")
 
 
 @dataclass
-class TrainConfig:  # defaults = the Lion/Alpaca seed recipe
-    epochs: int = 3
-    learning_rate: float = 2e-5
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    max_length: int = 1024
-    effective_batch_size: int = 128
-    per_device_batch_size: int = 2
-    seed: int = 0
-    bf16: bool = True  # only used on CUDA; CPU trains in fp32
-    max_grad_norm: float = 1.0  # HF Trainer's default
-    checkpoint_every_steps: int = 200  # resumable state every N optimizer steps (0: never)
-    log_every: int = 10
-    lora: dict | None = None  # student.train.lora (None or enabled: false - full fine-tuning)
+class TrainConfig:
+    """The validated config's `student.train` (config/schema.yaml holds the defaults and their meaning:
+    the Lion/Alpaca recipe) and the iteration's training seed."""
+    epochs: int
+    learning_rate: float
+    lr_scheduler: str
+    warmup_ratio: float
+    weight_decay: float
+    max_length: int
+    effective_batch_size: int
+    per_device_batch_size: int
+    seed: int
+    bf16: bool  # only used on CUDA; CPU trains in fp32
+    max_grad_norm: float
+    checkpoint_every_steps: int  # resumable state every N optimizer steps (0: never)
+    lora: dict | None  # student.train.lora (None or enabled: false - full fine-tuning)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown TrainConfig keys: {sorted(unknown)}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown, missing = set(d) - fields, fields - set(d)
+        if unknown or missing:
+            raise ValueError(f"student.train: unknown keys {sorted(unknown)}, missing keys {sorted(missing)} "
+                             "(pass the validated config's student.train and the seed)")
         return cls(**d)
 
 
@@ -133,9 +136,8 @@ def _save_state(accelerator, state_dir: Path, progress: dict):
     accelerator.wait_for_everyone()
 
 
-def train(init_dir, examples: list[dict], out_dir, cfg: TrainConfig | None = None, state_dir=None,
-          device: str = "auto") -> dict:
-    cfg = cfg or TrainConfig()
+def train(init_dir, examples: list[dict], out_dir, cfg: TrainConfig, state_dir=None, device: str = "auto",
+          log_every: int = 10) -> dict:
     t0 = time.time()
     on_gpu = resolve_device(device).startswith("cuda")
     use_bf16 = cfg.bf16 and on_gpu
@@ -222,7 +224,7 @@ def train(init_dir, examples: list[dict], out_dir, cfg: TrainConfig | None = Non
             step += 1
             history.append({"step": step, "epoch": epoch, "loss": window_loss / window_n,
                             "lr": scheduler.get_last_lr()[0]})
-            if step % cfg.log_every == 0 or step == total_steps:
+            if step % log_every == 0 or step == total_steps:
                 dt = time.time() - t_log
                 log.info("step %d/%d epoch %d loss %.4f lr %.2e tok/s %.0f", step, total_steps,
                          epoch, history[-1]["loss"], history[-1]["lr"], tokens / max(dt, 1e-9))
@@ -265,17 +267,18 @@ def main(argv=None):
     p.add_argument("--data", required=True, help="JSONL of teacher answers (schema `answer`)")
     p.add_argument("--out", required=True)
     p.add_argument("--state-dir", help="resumable training state (default: <out>.resume)")
-    p.add_argument("--config-json", default="{}", help="TrainConfig overrides as JSON")
+    p.add_argument("--config-json", required=True, help="the validated config's student.train and the seed, as JSON")
     p.add_argument("--checkpoint-every-steps", type=int, help="overrides the config's checkpoint_every_steps")
+    p.add_argument("--log-every", type=int, default=10, help="optimizer steps between loss lines in the log")
     p.add_argument("--device", default="auto", help="student.device: auto (the job's GPU when it has one), cpu, cuda[:N]")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     examples = read_jsonl(a.data, "answer")
-    overrides = json.loads(a.config_json)
+    settings = json.loads(a.config_json)
     if a.checkpoint_every_steps is not None:
-        overrides["checkpoint_every_steps"] = a.checkpoint_every_steps
-    train(a.init, examples, a.out, TrainConfig.from_dict(overrides),
-          state_dir=a.state_dir or f"{a.out.rstrip('/')}.resume", device=a.device)
+        settings["checkpoint_every_steps"] = a.checkpoint_every_steps
+    train(a.init, examples, a.out, TrainConfig.from_dict(settings),
+          state_dir=a.state_dir or f"{a.out.rstrip('/')}.resume", device=a.device, log_every=a.log_every)
 
 
 if __name__ == "__main__":
