@@ -1,7 +1,9 @@
 """Instruction-tune the student on (instruction, input, answer) examples.
 
-A plain accelerate loop (not HF Trainer), to be read top to bottom: config, data, model,
-optimizer, loop, checkpointing. Loss on response tokens only. The same file runs as one CPU
+A plain accelerate loop (not HF Trainer), in the manner of nanoGPT: `train()` at the bottom
+reads as the recipe - setup, load the student, encode the data, optimizer and schedule, resume,
+one epoch at a time, save - and each step is a short function above it. Loss on response tokens
+only; the loss reaches the host only when a line is logged. The same file runs as one CPU
 process, under `torchrun`/`accelerate launch` with several CPU processes (gloo), and on GPUs
 with the FSDP config in config/accelerate/ (`accelerate launch --config_file ...`).
 
@@ -136,129 +138,196 @@ def _save_state(accelerator, state_dir: Path, progress: dict):
     accelerator.wait_for_everyone()
 
 
-def train(init_dir, examples: list[dict], out_dir, cfg: TrainConfig, state_dir=None, device: str = "auto",
-          log_every: int = 10) -> dict:
-    t0 = time.time()
-    on_gpu = resolve_device(device).startswith("cuda")
-    use_bf16 = cfg.bf16 and on_gpu
-    # cpu=True without a GPU (or with student.device: cpu): several processes then train over gloo.
-    accelerator = Accelerator(mixed_precision="bf16" if use_bf16 else "no", cpu=not on_gpu)
-    seed_everything(cfg.seed)
+@dataclass
+class Setup:
+    """Where and how this process trains: the accelerator (its processes, device, precision) and the
+    gradient accumulation that makes up the effective batch."""
+    accelerator: Accelerator
+    on_gpu: bool
+    bf16: bool
+    grad_accum: int
 
-    # gradient accumulation: effective batch = per_device x processes x accumulation
+
+def setup(cfg: TrainConfig, device: str) -> Setup:
+    """One process per GPU (or CPU processes over gloo); effective batch = per device x processes x accumulation."""
+    on_gpu = resolve_device(device).startswith("cuda")
+    bf16 = cfg.bf16 and on_gpu
+    # cpu=True without a GPU (or with student.device: cpu): several processes then train over gloo.
+    accelerator = Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=not on_gpu)
+    seed_everything(cfg.seed)
     per_step = cfg.per_device_batch_size * accelerator.num_processes
     if cfg.effective_batch_size % per_step:
         raise ValueError(f"student.train.effective_batch_size={cfg.effective_batch_size} is not a multiple of "
                          f"student.train.per_device_batch_size={cfg.per_device_batch_size} x {accelerator.num_processes} "
                          "processes (the GPUs of the job): change one of them")
-    grad_accum = cfg.effective_batch_size // per_step
+    return Setup(accelerator, on_gpu, bf16, cfg.effective_batch_size // per_step)
 
+
+def load_student(init_dir, cfg: TrainConfig, run: Setup):
+    """(tokenizer, model, LoRA settings or None, parameter counts): the whole model, or its LoRA adapters."""
     tokenizer = ensure_chat_template(AutoTokenizer.from_pretrained(init_dir))
     lora = lora_.LoraSettings.from_config(cfg.lora)
     if lora:
-        lora_.check_4bit(lora, on_gpu, accelerator.num_processes)
-        model = lora_.load_for_training(init_dir, lora, accelerator.device)
+        lora_.check_4bit(lora, run.on_gpu, run.accelerator.num_processes)
+        model = lora_.load_for_training(init_dir, lora, run.accelerator.device)
     else:
         model = AutoModelForCausalLM.from_pretrained(init_dir, dtype=torch.float32)
     counts = parameter_counts(model)
     log.info("%s: %d trainable parameters of %d (%.2f%%)", "LoRA" if lora else "full fine-tuning",
              counts["trainable_parameters"], counts["total_parameters"], counts["trainable_percent"])
+    return tokenizer, model, lora, counts
 
-    encoded = [encode_example(tokenizer, ex, cfg.max_length) for ex in examples]
+
+def encode_examples(tokenizer, examples: list[dict], max_length: int) -> tuple[list[dict], int]:
+    """Token ids and labels of every example, and how many were truncated."""
+    encoded = [encode_example(tokenizer, ex, max_length) for ex in examples]
     n_trunc = sum(t for _, t in encoded)
     if n_trunc:
-        log.warning("truncated %d/%d examples to max_length=%d", n_trunc, len(encoded), cfg.max_length)
-    data = [f for f, _ in encoded]
+        log.warning("truncated %d/%d examples to max_length=%d", n_trunc, len(encoded), max_length)
+    return [f for f, _ in encoded], n_trunc
 
+
+def optimization(model, cfg: TrainConfig, run: Setup, n_examples: int):
+    """(model, AdamW, LR schedule, optimizer steps in all), prepared for the accelerator."""
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate,
                                   weight_decay=cfg.weight_decay)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    micro_per_epoch = len(epoch_batches(len(data), 0, cfg, accelerator.process_index, accelerator.num_processes))
-    steps_per_epoch = math.ceil(micro_per_epoch / grad_accum)
-    total_steps = steps_per_epoch * cfg.epochs
+    model, optimizer = run.accelerator.prepare(model, optimizer)
+    acc = run.accelerator
+    micro_per_epoch = len(epoch_batches(n_examples, 0, cfg, acc.process_index, acc.num_processes))
+    total_steps = math.ceil(micro_per_epoch / run.grad_accum) * cfg.epochs
     # Stepped by hand once per optimizer step, so its count does not depend on the process count.
-    scheduler = get_scheduler(cfg.lr_scheduler, optimizer,
-                              num_warmup_steps=math.ceil(cfg.warmup_ratio * total_steps),
+    scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=math.ceil(cfg.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
-    accelerator.register_for_checkpointing(scheduler)
+    acc.register_for_checkpointing(scheduler)
+    return model, optimizer, scheduler, total_steps
 
-    step, start_epoch, start_micro, resumed_from = 0, 0, 0, None
-    state_dir = Path(state_dir) if state_dir else None
+
+def resume(accelerator, state_dir: Path | None) -> dict:
+    """The saved training state, loaded into the accelerator's objects: {step, epoch, micro}; zeros when none."""
     # "old" is the previous state during the instant _save_state swaps it for the new one.
     saved = [d for d in ("latest", "old") if state_dir and (state_dir / d / "progress.json").exists()]
-    if saved:
-        accelerator.load_state(str(state_dir / saved[0]))
-        progress = json.loads((state_dir / saved[0] / "progress.json").read_text())
-        step, start_epoch, start_micro, resumed_from = (progress["step"], progress["epoch"],
-                                                        progress["micro"], progress["step"])
-        log.info("resuming from step %d (epoch %d, micro-batch %d) in %s", step, start_epoch, start_micro, state_dir)
-    log.info("%d examples, %d epochs, %d optimizer steps (batch %d x %d proc x %d accum), %s",
-             len(data), cfg.epochs, total_steps, cfg.per_device_batch_size,
-             accelerator.num_processes, grad_accum, "bf16" if use_bf16 else "fp32")
+    if not saved:
+        return {"step": 0, "epoch": 0, "micro": 0, "resumed": False}
+    accelerator.load_state(str(state_dir / saved[0]))
+    progress = json.loads((state_dir / saved[0] / "progress.json").read_text())
+    log.info("resuming from step %d (epoch %d, micro-batch %d) in %s", progress["step"], progress["epoch"],
+             progress["micro"], state_dir)
+    return {**progress, "resumed": True}
 
-    model.train()
-    history, window_loss, window_n, tokens, t_log = [], 0.0, 0, 0, time.time()
-    for epoch in range(start_epoch, cfg.epochs):
-        batches = epoch_batches(len(data), epoch, cfg, accelerator.process_index, accelerator.num_processes)
-        first = start_micro if epoch == start_epoch else 0
-        for i in range(first, len(batches)):
-            batch = {k: v.to(accelerator.device) for k, v in
-                     collate([data[j] for j in batches[i]], tokenizer.pad_token_id).items()}
-            last_micro = (i + 1) % grad_accum == 0 or i + 1 == len(batches)
-            # the epoch's last window may be short: average over its real size
-            window = min(grad_accum, len(batches) - i // grad_accum * grad_accum)
-            # no gradient all-reduce on intermediate micro-batches
-            with contextlib.nullcontext() if last_micro else accelerator.no_sync(model):
-                loss = model(**batch).loss
-                accelerator.backward(loss / window)
-            window_loss += loss.item()
-            window_n += 1
-            tokens += int(batch["attention_mask"].sum()) * accelerator.num_processes
-            if not last_micro:
-                continue
-            if cfg.max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            history.append({"step": step, "epoch": epoch, "loss": window_loss / window_n,
-                            "lr": scheduler.get_last_lr()[0]})
-            if step % log_every == 0 or step == total_steps:
-                dt = time.time() - t_log
-                log.info("step %d/%d epoch %d loss %.4f lr %.2e tok/s %.0f", step, total_steps,
-                         epoch, history[-1]["loss"], history[-1]["lr"], tokens / max(dt, 1e-9))
-                tokens, t_log = 0, time.time()
-            window_loss, window_n = 0.0, 0
-            if state_dir and cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0 \
-                    and step < total_steps:
-                _save_state(accelerator, state_dir, {"step": step, "epoch": epoch, "micro": i + 1})
 
-    accelerator.wait_for_everyone()
-    trained = peak_memory(str(accelerator.device))  # the training loop's peak (model, optimizer, activations)
-    state_dict = accelerator.get_state_dict(model)  # gathers shards under FSDP
-    summary = {"config": dataclasses.asdict(cfg), "num_examples": len(data), "truncated": n_trunc,
-               "num_processes": accelerator.num_processes, "grad_accum": grad_accum,
-               "optimizer_steps": step, "resumed_from_step": resumed_from,
-               "final_loss": history[-1]["loss"] if history else None,
-               "wall_time_s": round(time.time() - t0, 2), "method": "lora" if lora else "full", **counts,
-               **trained, "steps": history}
-    if accelerator.is_main_process:
+class LossLog:
+    """Per optimizer step losses, kept on the device and brought to the host only when a line is logged
+    (no host sync per step); `history` holds them as {step, epoch, loss, lr}."""
+
+    def __init__(self, total_steps: int, log_every: int):
+        self.total_steps, self.log_every = total_steps, log_every
+        self.history: list[dict] = []
+        self.pending: list[tuple[dict, torch.Tensor]] = []
+        self.tokens, self.t_log = 0, time.time()
+
+    def step(self, step: int, epoch: int, loss: torch.Tensor, lr: float, tokens: int):
+        self.pending.append(({"step": step, "epoch": epoch, "lr": lr}, loss))
+        self.tokens += tokens
+        if step % self.log_every == 0 or step == self.total_steps:
+            self.flush()
+            last, dt = self.history[-1], time.time() - self.t_log
+            log.info("step %d/%d epoch %d loss %.4f lr %.2e tok/s %.0f", step, self.total_steps, epoch,
+                     last["loss"], last["lr"], self.tokens / max(dt, 1e-9))
+            self.tokens, self.t_log = 0, time.time()
+
+    def flush(self):
+        if self.pending:
+            losses = torch.stack([loss for _, loss in self.pending]).tolist()  # one sync for the window
+            self.history += [{**row, "loss": loss} for (row, _), loss in zip(self.pending, losses)]
+            self.pending = []
+
+
+def train_epoch(model, optimizer, scheduler, data: list[dict], pad_id: int, cfg: TrainConfig, run: Setup,
+                epoch: int, first_micro: int, step: int, losses: LossLog, state_dir: Path | None) -> int:
+    """One epoch from micro-batch `first_micro` (a resumed run's position); returns the optimizer step reached."""
+    acc, grad_accum = run.accelerator, run.grad_accum
+    batches = epoch_batches(len(data), epoch, cfg, acc.process_index, acc.num_processes)
+    window_loss, window_n, tokens = 0.0, 0, 0
+    for i in range(first_micro, len(batches)):
+        batch = {k: v.to(acc.device) for k, v in collate([data[j] for j in batches[i]], pad_id).items()}
+        last_micro = (i + 1) % grad_accum == 0 or i + 1 == len(batches)
+        # the epoch's last window may be short: average over its real size
+        window = min(grad_accum, len(batches) - i // grad_accum * grad_accum)
+        # no gradient all-reduce on intermediate micro-batches
+        with contextlib.nullcontext() if last_micro else acc.no_sync(model):
+            loss = model(**batch).loss
+            acc.backward(loss / window)
+        window_loss, window_n = window_loss + loss.detach(), window_n + 1
+        tokens += int(batch["attention_mask"].sum()) * acc.num_processes
+        if not last_micro:
+            continue
+        if cfg.max_grad_norm:
+            acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        losses.step(step, epoch, window_loss / window_n, scheduler.get_last_lr()[0], tokens)
+        window_loss, window_n, tokens = 0.0, 0, 0
+        if state_dir and cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0 \
+                and step < losses.total_steps:
+            _save_state(acc, state_dir, {"step": step, "epoch": epoch, "micro": i + 1})
+    return step
+
+
+def save(model, tokenizer, run: Setup, init_dir, out_dir, lora, summary: dict, state_dir: Path | None) -> dict:
+    """The checkpoint (LoRA: the merged model, the adapter in out/adapter/), the tokenizer and training_log.json."""
+    acc = run.accelerator
+    acc.wait_for_everyone()
+    summary = {**summary, **peak_memory(str(acc.device))}  # the training loop's peak (model, optimizer, activations)
+    state_dict = acc.get_state_dict(model)  # gathers shards under FSDP
+    if acc.is_main_process:
         out_dir = Path(out_dir)
-        if lora:  # the adapter in out/adapter/, the merged model as the checkpoint
-            lora_.save_merged(accelerator.unwrap_model(model), state_dict, init_dir, out_dir)
+        if lora:
+            lora_.save_merged(acc.unwrap_model(model), state_dict, init_dir, out_dir)
         else:
-            accelerator.unwrap_model(model).save_pretrained(out_dir, state_dict=state_dict)
+            acc.unwrap_model(model).save_pretrained(out_dir, state_dict=state_dict)
         tokenizer.save_pretrained(out_dir)
         # the job's peak: training, gathering, saving and (LoRA) merging
-        summary = {**summary, **{f"job_{k}": v for k, v in peak_memory(str(accelerator.device)).items()}}
+        summary = {**summary, **{f"job_{k}": v for k, v in peak_memory(str(acc.device)).items()}}
         atomic_write(out_dir / "training_log.json", json.dumps(summary, indent=1))
         log.info("saved %s (final loss %.4f, %.1fs)", out_dir, summary["final_loss"] or float("nan"),
                  summary["wall_time_s"])
         if state_dir:
             shutil.rmtree(state_dir, ignore_errors=True)  # done: nothing left to resume
-    accelerator.wait_for_everyone()
+    acc.wait_for_everyone()
     return summary
+
+
+def train(init_dir, examples: list[dict], out_dir, cfg: TrainConfig, state_dir=None, device: str = "auto",
+          log_every: int = 10) -> dict:
+    """Fine-tune the student in init_dir on `examples` (schema `answer`) into out_dir; returns the training log."""
+    t0 = time.time()
+    state_dir = Path(state_dir) if state_dir else None
+    run = setup(cfg, device)
+    tokenizer, model, lora, counts = load_student(init_dir, cfg, run)
+    data, n_trunc = encode_examples(tokenizer, examples, cfg.max_length)
+    model, optimizer, scheduler, total_steps = optimization(model, cfg, run, len(data))
+    progress = resume(run.accelerator, state_dir)
+    log.info("%d examples, %d epochs, %d optimizer steps (batch %d x %d proc x %d accum), %s", len(data), cfg.epochs,
+             total_steps, cfg.per_device_batch_size, run.accelerator.num_processes, run.grad_accum,
+             "bf16" if run.bf16 else "fp32")
+
+    model.train()
+    losses, step = LossLog(total_steps, log_every), progress["step"]
+    for epoch in range(progress["epoch"], cfg.epochs):
+        first_micro = progress["micro"] if epoch == progress["epoch"] else 0
+        step = train_epoch(model, optimizer, scheduler, data, tokenizer.pad_token_id, cfg, run, epoch, first_micro,
+                           step, losses, state_dir)
+    losses.flush()
+
+    summary = {"config": dataclasses.asdict(cfg), "num_examples": len(data), "truncated": n_trunc,
+               "num_processes": run.accelerator.num_processes, "grad_accum": run.grad_accum, "optimizer_steps": step,
+               "resumed_from_step": progress["step"] if progress["resumed"] else None,
+               "final_loss": losses.history[-1]["loss"] if losses.history else None,
+               "wall_time_s": round(time.time() - t0, 2), "method": "lora" if lora else "full", **counts,
+               "steps": losses.history}
+    return save(model, tokenizer, run, init_dir, out_dir, lora, summary, state_dir)
 
 
 def main(argv=None):
