@@ -29,6 +29,9 @@ _SCORE_LINE = re.compile(
     re.IGNORECASE | re.MULTILINE,
 )
 ORDERS = ("teacher", "student")  # which answer is shown first
+# A failed verdict's kind, from its error: a reply without usable scores, or a request that failed after its retries.
+FAILURE_KINDS = ("unparseable", "request")
+UNPARSEABLE = "unparseable reply"  # the error's prefix for the first kind
 
 
 def parse_scores(reply: str) -> tuple[float, float]:
@@ -87,7 +90,7 @@ def score_pairs(referee: LLM, template: PromptTemplate, teacher: list[dict], stu
                     s1, s2 = parse_scores(reply.content)
                     verdict["teacher_score"], verdict["student_score"] = (s1, s2) if first == "teacher" else (s2, s1)
                 except ValueError as e:
-                    verdict["error"] = f"unparseable reply: {e}"
+                    verdict["error"] = f"{UNPARSEABLE}: {e}"
                     still_pending.append((p, first))
             verdicts[p["id"], first] = verdict
         pending = still_pending
@@ -112,8 +115,8 @@ def failed_verdicts(records: list[dict]) -> list[dict]:
     for r in records:
         if r["failed"]:
             error = next(o["error"] for o in r["orders"] if o["error"])
-            kind = "unparseable" if error.startswith("unparseable reply") else "request"
-            failed.append({"id": r["id"], "kind": kind, "error": error})
+            failed.append({"id": r["id"], "kind": FAILURE_KINDS[0 if error.startswith(UNPARSEABLE) else 1],
+                           "error": error})
     return failed
 
 
@@ -144,11 +147,10 @@ def write_split_hard_easy(scores_path, threshold: float, hard_path, easy_path) -
     return n_hard, n_easy, n_failed
 
 
-FAILURE_KINDS = ("unparseable", "request")  # a reply without usable scores; a request failed after its retries
-
-
 def failure_kind(error: pl.Expr) -> pl.Expr:
-    return pl.when(error.str.starts_with("unparseable reply")).then(pl.lit("unparseable")).otherwise(pl.lit("request"))
+    """failed_verdicts' classification as a polars expression, for the lazy queries."""
+    unparseable, request = FAILURE_KINDS
+    return pl.when(error.str.starts_with(UNPARSEABLE)).then(pl.lit(unparseable)).otherwise(pl.lit(request))
 
 
 def referee_reliability(scores: pl.LazyFrame | pl.DataFrame, threshold: float, min_order_agreement: float) -> dict:
