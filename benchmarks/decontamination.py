@@ -18,6 +18,7 @@ from lionflow.artifacts import read_jsonl
 from lionflow.decontamination import Decontaminator, eval_texts
 from lionflow.generation import Filters, generate_instructions
 from lionflow.llm import LLM, Endpoint, ResponseCache, Role
+from lionflow.oracle import URL, transports
 from lionflow.oracle.tasks import problem_key
 from lionflow.prompts import PromptTemplate
 
@@ -36,8 +37,8 @@ def main():
     examples = pl.DataFrame([{"id": s["id"], "instruction": s["instruction"], "input": s.get("input", "")}
                              for s in seeds])
     with tempfile.TemporaryDirectory() as cache:
-        generator = LLM(Role("generator", Endpoint(name="oracle", base_url="builtin://oracle"), "oracle-1",
-                             {"temperature": 1.0, "max_tokens": 256}), ResponseCache(cache))
+        generator = LLM(Role("generator", Endpoint(name="oracle", base_url=URL), "oracle-1",
+                             {"temperature": 1.0, "max_tokens": 256}), ResponseCache(cache), transport=transports()[URL])
         unchecked = None
         for threshold in [None, *args.thresholds]:
             check = None if threshold is None else Decontaminator(texts, rouge_threshold=threshold, ngram=13,

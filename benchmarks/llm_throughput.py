@@ -33,7 +33,7 @@ import openai
 import psutil
 
 from lionflow.llm import LLM, Completion, Endpoint, ResponseCache, Role
-from lionflow.oracle.testserver import sample_pool
+from lionflow.oracle.datasets import sample_pool
 from lionflow.prompts import PromptTemplate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +47,7 @@ class Server:
     def __init__(self, **options):
         self.dir = tempfile.mkdtemp(prefix="lionflow-bench-")
         port_file = os.path.join(self.dir, "port")
-        args = [sys.executable, "-m", "lionflow.oracle.testserver", "--port", "0", "--port-file", port_file]
+        args = [sys.executable, str(ROOT / "tests" / "testserver.py"), "--port", "0", "--port-file", port_file]
         for k, v in options.items():
             args += [f"--{k.replace('_', '-')}", str(v)]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)

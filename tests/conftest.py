@@ -16,10 +16,12 @@ PROMPTS = ROOT / "resources" / "prompts"
 def oracle_llm(tmp_path):
     """Factory: an LLM client for a role, talking to the in-process oracle, with a fresh cache."""
     from lionflow.llm import LLM, Endpoint, ResponseCache, Role
+    from lionflow.oracle import URL, transports
 
     def make(role="teacher", params=None, cache_dir=None):
-        endpoint = Endpoint(name="oracle", base_url="builtin://oracle", max_concurrency=8)
-        return LLM(Role(role, endpoint, "oracle-1", dict(params or {})), ResponseCache(cache_dir or tmp_path / "cache"))
+        endpoint = Endpoint(name="oracle", base_url=URL, max_concurrency=8)
+        return LLM(Role(role, endpoint, "oracle-1", dict(params or {})), ResponseCache(cache_dir or tmp_path / "cache"),
+                   transport=transports()[URL])
 
     return make
 

@@ -17,10 +17,10 @@ from snakemake.utils import validate
 from lionflow.artifacts import ArtifactError, read_jsonl
 from lionflow.llm import LLM, Endpoint, ResponseCache, Role
 from lionflow.llm.cache import CacheUnwritable
-from lionflow.oracle.testserver import ServerConfig, TestServer
 from lionflow.preflight import PreflightError, preflight
 
 from conftest import ROOT
+from testserver import ServerConfig, TestServer
 
 SCHEMA = str(ROOT / "config" / "schema.yaml")
 MICRO_SEEDS = ROOT / "tests" / "micro" / "seed_instructions.jsonl"

@@ -1,5 +1,7 @@
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -134,3 +136,15 @@ def test_role_from_config():
                       "referee": {"endpoint": "e", "model": "m", "params": {"temperature": 0.2}}}}
     role = Role.from_config(config, "referee")
     assert role.endpoint.max_concurrency == 3 and role.params == {"temperature": 0.2} and role.model == "m"
+
+
+def test_the_llm_package_knows_no_server_of_its_own(tmp_path):
+    """lionflow.llm never imports the oracle: a builtin:// endpoint is reached through the transport
+    given by whoever builds the client from config (lionflow.smk.llm_for)."""
+    code = "import sys, lionflow.llm, lionflow.llm.batch; print(sorted(m for m in sys.modules if 'oracle' in m))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    from lionflow.llm import make_client
+
+    with pytest.raises(RuntimeError, match=r"builtin://oracle \(llm.endpoints.o\) is served in-process"):
+        make_client(Endpoint(name="o", base_url="builtin://oracle"))

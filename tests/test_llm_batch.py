@@ -5,10 +5,11 @@ import pytest
 
 from lionflow.llm import LLM, Completion, Endpoint, Price, ResponseCache, Role
 from lionflow.llm import batch as batch_mode
-from lionflow.oracle.testserver import ServerConfig, TestServer, sample_pool
+from lionflow.oracle.datasets import sample_pool
 from lionflow.prompts import PromptTemplate
 
 from conftest import PROMPTS
+from testserver import ServerConfig, TestServer
 
 TEACHER = PromptTemplate.load(PROMPTS / "teacher.yaml")
 

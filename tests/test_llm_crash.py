@@ -17,7 +17,9 @@ import time
 import uuid
 from pathlib import Path
 
-from lionflow.oracle.testserver import ServerConfig, TestServer, sample_pool
+from lionflow.oracle.datasets import sample_pool
+
+from testserver import ServerConfig, TestServer
 
 POOL_SIZE, CONCURRENCY, LATENCY_S = 60, 4, 0.05
 

@@ -10,10 +10,11 @@ from lionflow.failures import TooManyFailures
 from lionflow.imitation import teacher_answers
 from lionflow.llm import LLM, BudgetExceeded, Completion, Endpoint, LLMFailure, Price, ResponseCache, Role
 from lionflow.llm.ledger import Ledger
-from lionflow.oracle.testserver import FAULT_KINDS, ServerConfig, TestServer, sample_pool
+from lionflow.oracle.datasets import sample_pool
 from lionflow.prompts import PromptTemplate
 
 from conftest import PROMPTS
+from testserver import FAULT_KINDS, ServerConfig, TestServer
 
 TEACHER = PromptTemplate.load(PROMPTS / "teacher.yaml")
 

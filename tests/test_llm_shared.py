@@ -36,8 +36,10 @@ from lionflow.llm import (
     TeacherChanged,
 )
 from lionflow.llm.ledger import Ledger
-from lionflow.oracle.testserver import ServerConfig, TestServer, sample_pool
+from lionflow.oracle.datasets import sample_pool
 from lionflow.prompts import PromptTemplate
+
+from testserver import ServerConfig, TestServer
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER = PromptTemplate.load(ROOT / "resources" / "prompts" / "teacher.yaml")

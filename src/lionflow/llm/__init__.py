@@ -3,7 +3,7 @@
 from ..failures import TooManyFailures
 from .cache import ResponseCache, request_key
 from .client import (
-                     BUILTIN_ORACLE,
+                     BUILTIN_SCHEME,
                      LLM,
                      Completion,
                      Endpoint,
@@ -16,5 +16,5 @@ from .client import (
 )
 from .ledger import BudgetExceeded, Ledger, Price
 
-__all__ = ["BUILTIN_ORACLE", "LLM", "BudgetExceeded", "Completion", "Endpoint", "LLMFailure", "Ledger", "OfflineMiss",
+__all__ = ["BUILTIN_SCHEME", "LLM", "BudgetExceeded", "Completion", "Endpoint", "LLMFailure", "Ledger", "OfflineMiss",
            "Price", "ResponseCache", "Role", "Stats", "TeacherChanged", "TooManyFailures", "make_client", "request_key"]

@@ -23,7 +23,7 @@ import time
 import openai
 
 from ..artifacts import atomic_write
-from .client import BUILTIN_ORACLE, Completion, LLMFailure
+from .client import Completion, LLMFailure
 from .shared import POLL_S, Claims
 
 log = logging.getLogger(__name__)
@@ -77,9 +77,9 @@ def _wait_for(llm, claims, held: dict[str, dict], resolve) -> list[str]:
 
 def complete_in_batch(llm, requests, desc: str, ids=None) -> list[Completion | LLMFailure]:
     role, ep = llm.role, llm.role.endpoint
-    if ep.base_url == BUILTIN_ORACLE:
+    if ep.builtin:
         raise ValueError(f"llm.{role.name}.mode: batch needs an endpoint with the Batch API; "
-                         f"{ep.name} is the in-process oracle (use online mode or the test server)")
+                         f"{ep.name} is served in-process (use online mode, or a server with the Batch API)")
     started = time.monotonic()
     results: list = [None] * len(requests)
     pending: dict[str, dict] = {}          # key -> request body

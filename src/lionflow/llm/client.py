@@ -1,7 +1,8 @@
 """Async access to OpenAI-compatible endpoints for the teacher, referee and generator roles.
 
-Every call goes through the real `openai` client. `builtin://oracle` endpoints reach the
-embedded oracle in-process through an ASGI transport (no network, no key). For each request,
+Every call goes through the real `openai` client. A `builtin://` endpoint (the embedded oracle)
+is reached in-process through the transport given by whoever builds the client from config
+(lionflow.smk.llm_for; no network, no key): this package knows no server of its own. For each request,
 in order: the persistent ResponseCache (a hit costs nothing); identical requests in flight at
 once are sent once; a claim on the request's cache key, so that an identical request is sent
 once for the whole run, whatever other jobs ask at the same time (lionflow.llm.shared: a job
@@ -46,7 +47,7 @@ from .shared import POLL_S, Claims, Presence, SharedShare, endpoint_key, holder_
 
 log = logging.getLogger(__name__)
 
-BUILTIN_ORACLE = "builtin://oracle"
+BUILTIN_SCHEME = "builtin://"   # an endpoint served in-process, through a transport given to the client
 RETRY_AFTER_CAP_S = 120.0   # as the SDK: a longer Retry-After is not waited for in full
 _backoff = wait_random_exponential(multiplier=0.5, max=8)  # 0.5 s x 2^n, capped at 8 s, full jitter
 
@@ -62,9 +63,13 @@ class Endpoint:
     rpm: float | None = None        # requests per minute allowed by the provider
     tpm: float | None = None        # tokens per minute allowed by the provider
 
+    @property
+    def builtin(self) -> bool:
+        return self.base_url.startswith(BUILTIN_SCHEME)
+
     def api_key(self) -> str:
-        if self.base_url == BUILTIN_ORACLE or not self.api_key_env:
-            return "unused"  # the oracle and local servers need no key
+        if self.builtin or not self.api_key_env:
+            return "unused"  # in-process and local servers need no key
         key = os.environ.get(self.api_key_env)
         if not key:
             raise RuntimeError(
@@ -173,17 +178,18 @@ def changed(identities) -> bool:
     return len({m for m, _ in identities}) > 1 or len({fp for _, fp in identities if fp is not None}) > 1
 
 
-def make_client(endpoint: Endpoint, max_retries: int | None = None) -> openai.AsyncOpenAI:
+def make_client(endpoint: Endpoint, max_retries: int | None = None, transport=None) -> openai.AsyncOpenAI:
+    """An async OpenAI client of the endpoint. transport: a factory of the in-process transport that
+    serves a `builtin://` endpoint (lionflow.oracle.transports()), required for one."""
     kwargs = dict(api_key=endpoint.api_key(), timeout=endpoint.timeout_s,
                   max_retries=endpoint.max_retries if max_retries is None else max_retries)
-    if endpoint.base_url == BUILTIN_ORACLE:
-        import httpx2
-
-        from lionflow.oracle.app import create_app
-
-        transport = httpx2.ASGITransport(app=create_app())
-        return openai.AsyncOpenAI(base_url="http://oracle.builtin/v1",
-                                  http_client=openai.DefaultAsyncHttpxClient(transport=transport), **kwargs)
+    if endpoint.builtin:
+        if transport is None:
+            raise RuntimeError(f"{endpoint.base_url} (llm.endpoints.{endpoint.name}) is served in-process: the "
+                               "client needs its transport (lionflow.smk.llm_for passes it)")
+        host = endpoint.base_url[len(BUILTIN_SCHEME):].strip("/") or "builtin"
+        return openai.AsyncOpenAI(base_url=f"http://{host}.builtin/v1",
+                                  http_client=openai.DefaultAsyncHttpxClient(transport=transport()), **kwargs)
     return openai.AsyncOpenAI(base_url=endpoint.base_url, **kwargs)
 
 
@@ -241,6 +247,7 @@ class LLM:
     role: Role
     cache: ResponseCache
     stats: Stats = field(default_factory=Stats)
+    transport: object = None   # a factory of the in-process transport of a builtin:// endpoint (see make_client)
 
     def __post_init__(self):
         ep = self.role.endpoint
@@ -456,7 +463,7 @@ class LLM:
                 gens[key] = info
                 if client is None:
                     try:
-                        client = make_client(ep, max_retries=0)   # we retry: every attempt passes the limiter
+                        client = make_client(ep, max_retries=0, transport=self.transport)   # we retry: every attempt passes the limiter
                     except RuntimeError as e:
                         crashed.append(RuntimeError(f"{self.role.where()}: {e}"))
                         claims.release(key, gens.pop(key), answered=False)
