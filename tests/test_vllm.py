@@ -26,13 +26,12 @@ import yaml
 
 from lionflow.artifacts import read_jsonl, write_jsonl
 from lionflow.imitation import teacher_answers
-from lionflow.llm import LLM, Endpoint, ResponseCache, Role
 from lionflow.prompts import PromptTemplate
 from lionflow.smk import role_identity
 from lionflow.student.generate import GenerateConfig, generate_answers
 from lionflow.student.vllm_server import VLLMServerError, vllm_server
 
-from conftest import PROMPTS, ROOT
+from conftest import PROMPTS, ROOT, make_llm
 
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 SMOLLM2_GGUF = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -203,8 +202,7 @@ def server(smollm2, tmp_path_factory):
 @pytest.fixture
 def vllm_endpoint(server, monkeypatch):
     monkeypatch.setenv(KEY_ENV, server.api_key)   # the key from the environment, as for any endpoint
-    return Endpoint(name="vllm", base_url=server.base_url, api_key_env=KEY_ENV, max_concurrency=4,
-                    timeout_s=600, max_retries=0)
+    return dict(endpoint="vllm", api_key_env=KEY_ENV, max_concurrency=4, timeout_s=600, max_retries=0)
 
 
 def server_counts(server) -> dict:
@@ -220,8 +218,8 @@ def server_counts(server) -> dict:
 def test_teacher_on_a_real_vllm_server(server, vllm_endpoint, tmp_path):
     pool = oracle_items(4)
     template = PromptTemplate.load(PROMPTS / "teacher.yaml")
-    teacher = lambda cache: LLM(Role("teacher", vllm_endpoint, server.model, dict(TEACHER_PARAMS)),
-                                ResponseCache(cache))
+    teacher = lambda cache: make_llm(server.base_url, cache, model=server.model, params=TEACHER_PARAMS,
+                                     **vllm_endpoint)
     before = server_counts(server)
     first = teacher(tmp_path / "cache")
     records, _ = teacher_answers(first, template, pool, 0.0)   # raises if any parameter were refused

@@ -49,8 +49,8 @@ def role_configs(llm: dict, judge: dict) -> dict:
     referee = llm["referee"]
     judge_role = {"endpoint": judge.get("endpoint") or referee["endpoint"],
                   "model": judge.get("model") or referee["model"],
-                  "params": judge["params"] if judge.get("params") is not None else referee.get("params", {}),
-                  "prompt": judge["prompt"]}
+                  "params": judge["params"] if judge["params"] is not None else referee["params"],
+                  "prompt": judge["prompt"], "mode": judge["mode"]}
     reference_role = copy.deepcopy(judge.get("reference") or llm["teacher"])
     for key, role in (("eval.judge.endpoint" if judge.get("endpoint") or judge.get("model") else
                        "llm.referee.endpoint (the judge's default)", judge_role),
