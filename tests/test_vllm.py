@@ -31,7 +31,7 @@ from lionflow.smk import role_identity
 from lionflow.student.generate import GenerateConfig, generate_answers
 from lionflow.student.vllm_server import VLLMServerError, vllm_server
 
-from conftest import PROMPTS, ROOT, make_llm
+from conftest import PROMPTS, ROOT, llm_config, make_llm
 
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 SMOLLM2_GGUF = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -259,11 +259,9 @@ def test_a_small_real_referee_fails_the_rule_clearly(server, vllm_endpoint, tmp_
                for it, a in zip(items, ["shark shark", "794", "71 + 30 = 9"])]
     write_jsonl(tmp_path / "teacher.jsonl", teacher, "answer")
     write_jsonl(tmp_path / "student.jsonl", student, "answer")
-    llm_config = {"cache_dir": str(tmp_path / "cache"), "failure_tolerance": 0.01,
-                  "endpoints": {"vllm": {"base_url": server.base_url, "api_key_env": KEY_ENV,
-                                         "max_concurrency": 4, "timeout_s": 600, "max_retries": 0}},
-                  "referee": {"endpoint": "vllm", "model": server.model, "prompt": str(PROMPTS / "referee.yaml"),
-                              "params": {"temperature": 0.2, "max_tokens": 128, "seed": 0}, "parse_retries": 1}}
+    llm = llm_config(server.base_url, model=server.model, params={"temperature": 0.2, "max_tokens": 128, "seed": 0},
+                     cache_dir=tmp_path / "cache", failure_tolerance=0.01, **vllm_endpoint)
+    llm["referee"]["parse_retries"] = 1
     out = tmp_path / "out"
     snakemake = types.SimpleNamespace(
         rule="referee_answers", log=[str(tmp_path / "referee_answers.log")],
@@ -271,8 +269,8 @@ def test_a_small_real_referee_fails_the_rule_clearly(server, vllm_endpoint, tmp_
                                     prompt=str(PROMPTS / "referee.yaml")),
         output=types.SimpleNamespace(scores=str(out / "referee_scores.jsonl"), stats=str(out / "referee.json")),
         # as the rule passes them: the role's identity as params, the run-wide settings in config
-        params=types.SimpleNamespace(referee=role_identity(llm_config, "referee")),
-        config={"llm": llm_config, "discrimination": {"max_referee_failure_rate": 0.05}})
+        params=types.SimpleNamespace(referee=role_identity(llm, "referee")),
+        config={"llm": llm, "discrimination": {"max_referee_failure_rate": 0.05}})
     stderr, root = sys.stderr, __import__("logging").getLogger()
     handlers, level = root.handlers[:], root.level
     try:   # the rule's own script, as Snakemake runs it
