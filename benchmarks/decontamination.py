@@ -13,13 +13,15 @@ import logging
 import tempfile
 
 import polars as pl
+import yaml
+from snakemake.utils import validate
 
 from lionflow.artifacts import read_jsonl
 from lionflow.decontamination import Decontaminator, eval_texts
 from lionflow.generation import Filters, generate_instructions
-from lionflow.llm import LLM, Endpoint, ResponseCache, Role
 from lionflow.oracle.tasks import problem_key
 from lionflow.prompts import PromptTemplate
+from lionflow.smk import llm_for
 
 SETS = {"lm_eval_tasks": ["oracle"], "include_path": "resources/lm_eval",
         "judge_questions": "resources/demo/eval_questions.jsonl"}
@@ -36,8 +38,11 @@ def main():
     examples = pl.DataFrame([{"id": s["id"], "instruction": s["instruction"], "input": s.get("input", "")}
                              for s in seeds])
     with tempfile.TemporaryDirectory() as cache:
-        generator = LLM(Role("generator", Endpoint(name="oracle", base_url="builtin://oracle"), "oracle-1",
-                             {"temperature": 1.0, "max_tokens": 256}), ResponseCache(cache))
+        # The demo's generator (the oracle, temperature 1.0), as a run builds it from the validated config.
+        config = yaml.safe_load(open("config/config.yaml"))
+        config["llm"]["cache_dir"] = cache
+        validate(config, "config/schema.yaml")
+        generator = llm_for(config["llm"], "generator")
         unchecked = None
         for threshold in [None, *args.thresholds]:
             check = None if threshold is None else Decontaminator(texts, rouge_threshold=threshold, ngram=13,

@@ -31,10 +31,13 @@ from pathlib import Path
 
 import openai
 import psutil
+import yaml
+from snakemake.utils import validate
 
-from lionflow.llm import LLM, Completion, Endpoint, ResponseCache, Role
-from lionflow.oracle.testserver import sample_pool
+from lionflow.llm import LLM, Completion, ResponseCache
+from lionflow.oracle.datasets import sample_pool
 from lionflow.prompts import PromptTemplate
+from lionflow.smk import llm_for
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER = PromptTemplate.load(ROOT / "resources" / "prompts" / "teacher.yaml")
@@ -47,7 +50,7 @@ class Server:
     def __init__(self, **options):
         self.dir = tempfile.mkdtemp(prefix="lionflow-bench-")
         port_file = os.path.join(self.dir, "port")
-        args = [sys.executable, "-m", "lionflow.oracle.testserver", "--port", "0", "--port-file", port_file]
+        args = [sys.executable, str(ROOT / "tests" / "testserver.py"), "--port", "0", "--port-file", port_file]
         for k, v in options.items():
             args += [f"--{k.replace('_', '-')}", str(v)]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
@@ -76,12 +79,23 @@ def requests_for(n: int, seed: int):
     return [(TEACHER.messages(instruction=p.instruction, input=p.input), {}) for p in sample_pool(n, seed)]
 
 
+def teacher(url, cache_dir, ledger_dir, **endpoint) -> LLM:
+    """The teacher's client as a run builds it: from config/config.yaml's llm section, validated against the
+    schema (its defaults), with one endpoint `bench` at `url` (`endpoint`: its keys)."""
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    llm = config["llm"]
+    llm |= {"cache_dir": str(cache_dir), "ledger_dir": str(ledger_dir), "endpoints": {"bench": {"base_url": url, **endpoint}}}
+    llm["teacher"] |= {"endpoint": "bench", "model": "oracle-1", "params": dict(PARAMS)}
+    for role in ("referee", "generator"):
+        llm[role]["endpoint"] = "bench"
+    validate(config, str(ROOT / "config" / "schema.yaml"))
+    return llm_for(llm, "teacher")
+
+
 def run_ours(url, reqs, *, concurrency, rpm=None, tpm=None, timeout_s=30.0, retries=5):
-    endpoint = Endpoint(name="bench", base_url=url, max_concurrency=concurrency, timeout_s=timeout_s,
-                        max_retries=retries, rpm=rpm, tpm=tpm)
     with tempfile.TemporaryDirectory() as cache:
-        llm = LLM(Role("teacher", endpoint, "oracle-1", PARAMS, ledger_dir=os.path.join(cache, "ledger")),
-                  ResponseCache(cache))
+        llm = teacher(url, cache, os.path.join(cache, "ledger"), max_concurrency=concurrency, timeout_s=timeout_s,
+                      max_retries=retries, rpm=rpm, tpm=tpm)
         cpu, t = time.process_time(), time.monotonic()
         replies = llm.complete(reqs, desc="ours")
         return replies, time.monotonic() - t, time.process_time() - cpu, llm.stats
@@ -164,10 +178,8 @@ def scenario(name, n, server_opts, client_opts, limit_req_s=None, limit_tok_s=No
 def shared_worker(workdir: str, url: str, name: str) -> None:
     """One job of the shared scenario (a process of its own): answer its requests, report wall and CPU."""
     job = json.loads(Path(workdir, f"job-{name}.json").read_text())
-    endpoint = Endpoint(name="bench", base_url=url, max_concurrency=job["concurrency"], timeout_s=30.0,
-                        max_retries=5, rpm=job["rpm"])
-    llm = LLM(Role("teacher", endpoint, "oracle-1", PARAMS, ledger_dir=os.path.join(workdir, "ledger")),
-              ResponseCache(os.path.join(workdir, "cache")))
+    llm = teacher(url, os.path.join(workdir, "cache"), os.path.join(workdir, "ledger"),
+                  max_concurrency=job["concurrency"], timeout_s=30.0, max_retries=5, rpm=job["rpm"])
     reqs = [r for seed, lo, hi in job["slices"] for r in requests_for(hi, seed)[lo:hi]]
     Path(workdir, f"ready-{name}").touch()
     while not Path(workdir, "go").exists():

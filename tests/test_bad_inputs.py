@@ -15,12 +15,12 @@ import yaml
 from snakemake.utils import validate
 
 from lionflow.artifacts import ArtifactError, read_jsonl
-from lionflow.llm import LLM, Endpoint, ResponseCache, Role
+from lionflow.llm import LLM, ResponseCache
 from lionflow.llm.cache import CacheUnwritable
-from lionflow.oracle.testserver import ServerConfig, TestServer
 from lionflow.preflight import PreflightError, preflight
 
-from conftest import ROOT
+from conftest import ROOT, make_llm
+from testserver import ServerConfig, TestServer
 
 SCHEMA = str(ROOT / "config" / "schema.yaml")
 MICRO_SEEDS = ROOT / "tests" / "micro" / "seed_instructions.jsonl"
@@ -303,8 +303,8 @@ N = 12
 
 
 def _llm(server, cache_dir) -> LLM:
-    endpoint = Endpoint(name="remote", base_url=server.url, max_concurrency=2)
-    return LLM(Role("teacher", endpoint, "oracle", {"max_tokens": 64}), ResponseCache(cache_dir))
+    return make_llm(server.url, cache_dir, endpoint="remote", model="oracle", params={"max_tokens": 64},
+                    max_concurrency=2)
 
 
 def _requests(n=N):

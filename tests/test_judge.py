@@ -110,9 +110,10 @@ def test_role_defaults_are_the_referee_and_the_teacher():
     llm = {"cache_dir": "c", "endpoints": {"a": {"base_url": "x"}, "b": {"base_url": "y"}},
            "teacher": {"endpoint": "a", "model": "teach", "prompt": "t.yaml", "params": {"temperature": 0.7}},
            "referee": {"endpoint": "b", "model": "ref", "prompt": "r.yaml", "params": {"temperature": 0.2}}}
-    judge = {"endpoint": None, "model": None, "params": None, "prompt": "j.yaml", "reference": None}
+    judge = {"endpoint": None, "model": None, "params": None, "prompt": "j.yaml", "mode": "online", "reference": None}
     roles = role_configs(llm, judge)
-    assert roles["judge"] == {"endpoint": "b", "model": "ref", "params": {"temperature": 0.2}, "prompt": "j.yaml"}
+    assert roles["judge"] == {"endpoint": "b", "model": "ref", "params": {"temperature": 0.2}, "prompt": "j.yaml",
+                              "mode": "online"}
     assert roles["reference"] == llm["teacher"]
     roles = role_configs(llm, {**judge, "model": "gpt-4", "endpoint": "a",
                                "reference": {"endpoint": "b", "model": "chatgpt", "prompt": "t.yaml"}})

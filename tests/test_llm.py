@@ -1,12 +1,14 @@
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
-from lionflow.llm import LLM, Endpoint, LLMFailure, ResponseCache, Role, request_key
+from lionflow.llm import LLMFailure, ResponseCache, Role, request_key
 from lionflow.prompts import PromptTemplate
 
-from conftest import PROMPTS
+from conftest import PROMPTS, llm_config, make_llm, make_role
 
 
 def _teacher_requests(instructions):
@@ -113,15 +115,14 @@ def test_request_key_covers_model_messages_and_params():
 
 def test_failed_request_is_a_failure_value_not_text(tmp_path):
     # Nothing listens on this port: connection errors, retried, then reported as failures.
-    endpoint = Endpoint(name="dead", base_url="http://127.0.0.1:9/v1", max_retries=1, timeout_s=2)
-    llm = LLM(Role("teacher", endpoint, "m", {}), ResponseCache(tmp_path / "c"))
+    llm = make_llm("http://127.0.0.1:9/v1", tmp_path / "c", endpoint="dead", model="m", max_retries=1, timeout_s=2)
     [reply] = llm.complete(_teacher_requests(["What is 2 + 2?"]))
     assert isinstance(reply, LLMFailure) and "Connection" in reply.error
     assert llm.stats.failures == 1 and len(ResponseCache(tmp_path / "c")) == 0
 
 
 def test_api_key_only_from_environment(monkeypatch, tmp_path):
-    endpoint = Endpoint(name="openai", base_url="https://api.example.invalid/v1", api_key_env="LIONFLOW_TEST_KEY")
+    endpoint = make_role("https://api.example.invalid/v1", endpoint="openai", api_key_env="LIONFLOW_TEST_KEY").endpoint
     monkeypatch.delenv("LIONFLOW_TEST_KEY", raising=False)
     with pytest.raises(RuntimeError, match="LIONFLOW_TEST_KEY is not set"):
         endpoint.api_key()
@@ -130,7 +131,25 @@ def test_api_key_only_from_environment(monkeypatch, tmp_path):
 
 
 def test_role_from_config():
-    config = {"llm": {"endpoints": {"e": {"base_url": "builtin://oracle", "max_concurrency": 3}},
-                      "referee": {"endpoint": "e", "model": "m", "params": {"temperature": 0.2}}}}
-    role = Role.from_config(config, "referee")
+    role = Role.from_config({"llm": llm_config("builtin://oracle", endpoint="e", model="m", max_concurrency=3,
+                                               params={"temperature": 0.2})}, "referee")
     assert role.endpoint.max_concurrency == 3 and role.params == {"temperature": 0.2} and role.model == "m"
+    # The schema's defaults, and only those: the role carries no second copy.
+    assert (role.endpoint.timeout_s, role.endpoint.max_retries, role.mode, role.lease_s) == (120, 5, "online", 30)
+    with pytest.raises(KeyError):
+        Role.from_config({"llm": {"endpoints": {"e": {"base_url": "x"}}, "referee": {"endpoint": "e", "model": "m"}}},
+                         "referee")
+    with pytest.raises(ValueError, match="llm.budget_usd is set but llm.ledger_dir is null"):
+        make_role("builtin://oracle", budget_usd=1.0, price=(1.0, 1.0))
+
+
+def test_the_llm_package_knows_no_server_of_its_own(tmp_path):
+    """lionflow.llm never imports the oracle: a builtin:// endpoint is reached through the transport
+    given by whoever builds the client from config (lionflow.smk.llm_for)."""
+    code = "import sys, lionflow.llm, lionflow.llm.batch; print(sorted(m for m in sys.modules if 'oracle' in m))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    from lionflow.llm import make_client
+
+    with pytest.raises(RuntimeError, match=r"builtin://oracle \(llm.endpoints.o\) is served in-process"):
+        make_client(make_role("builtin://oracle", endpoint="o").endpoint)

@@ -1,23 +1,24 @@
 """Batch mode against the test server's Batch API: submit, crash, resume one batch."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from lionflow.llm import LLM, Completion, Endpoint, Price, ResponseCache, Role
+from lionflow.llm import LLM, Completion, Price, ResponseCache
 from lionflow.llm import batch as batch_mode
-from lionflow.oracle.testserver import ServerConfig, TestServer, sample_pool
+from lionflow.oracle.datasets import sample_pool
 from lionflow.prompts import PromptTemplate
 
-from conftest import PROMPTS
+from conftest import PROMPTS, make_llm
+from testserver import ServerConfig, TestServer
 
 TEACHER = PromptTemplate.load(PROMPTS / "teacher.yaml")
 
 
 def _batch_llm(server, tmp_path):
-    endpoint = Endpoint(name="test", base_url=server.url, timeout_s=5, max_retries=2)
-    role = Role("teacher", endpoint, "oracle-1", {"max_tokens": 64}, mode="batch", batch_poll_s=0.05,
-                price=Price(input_per_mtok=2.0, output_per_mtok=8.0), ledger_dir=str(tmp_path / "ledger"))
-    return LLM(role, ResponseCache(tmp_path / "cache"))
+    return make_llm(server.url, tmp_path / "cache", params={"max_tokens": 64}, mode="batch", batch_poll_s=0.05,
+                    price=(2.0, 8.0), ledger_dir=str(tmp_path / "ledger"), timeout_s=5, max_retries=2)
 
 
 def test_batch_submit_crash_resume(tmp_path, monkeypatch):
@@ -49,11 +50,11 @@ def test_batch_submit_crash_resume(tmp_path, monkeypatch):
     assert llm.stats.cost_usd == pytest.approx(full_price / 2)     # half price
     assert not list((tmp_path / "cache" / "batches").glob("*.json"))   # done: nothing left to resume
     # Answers are in the same cache as online ones: online mode now pays nothing.
-    online = LLM(Role("teacher", llm.role.endpoint, "oracle-1", {"max_tokens": 64}), ResponseCache(tmp_path / "cache"))
+    online = LLM(dataclasses.replace(llm.role, mode="online"), ResponseCache(tmp_path / "cache"))
     assert all(r.cached for r in online.complete(requests))
 
 
 def test_batch_mode_refuses_the_in_process_oracle(tmp_path):
-    role = Role("teacher", Endpoint(name="o", base_url="builtin://oracle"), "oracle-1", {}, mode="batch")
+    llm = make_llm("builtin://oracle", tmp_path, endpoint="o", mode="batch")
     with pytest.raises(ValueError, match="mode: batch needs an endpoint with the Batch API"):
-        LLM(role, ResponseCache(tmp_path)).complete([([{"role": "user", "content": "x"}], {})])
+        llm.complete([([{"role": "user", "content": "x"}], {})])

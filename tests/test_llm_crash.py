@@ -17,7 +17,10 @@ import time
 import uuid
 from pathlib import Path
 
-from lionflow.oracle.testserver import ServerConfig, TestServer, sample_pool
+from lionflow.oracle.datasets import sample_pool
+
+from conftest import make_llm
+from testserver import ServerConfig, TestServer
 
 POOL_SIZE, CONCURRENCY, LATENCY_S = 60, 4, 0.05
 
@@ -25,17 +28,14 @@ POOL_SIZE, CONCURRENCY, LATENCY_S = 60, 4, 0.05
 def worker(workdir: Path, url: str) -> None:
     from lionflow.artifacts import write_json, write_jsonl
     from lionflow.imitation import teacher_answers
-    from lionflow.llm import LLM, Endpoint, ResponseCache, Role
     from lionflow.prompts import PromptTemplate
 
     (workdir / "logs").mkdir(exist_ok=True)
     logging.basicConfig(filename=workdir / "logs" / "teacher.log", level=logging.DEBUG, force=True)
     sys.stderr = open(workdir / "logs" / "teacher.log", "a", buffering=1)   # the progress bar too
     pool = [json.loads(line) for line in open(workdir / "pool.jsonl")]
-    endpoint = Endpoint(name="test", base_url=url, api_key_env="LIONFLOW_TEST_KEY", max_concurrency=CONCURRENCY,
-                        timeout_s=5.0, max_retries=4)
-    role = Role("teacher", endpoint, "oracle-1", {"max_tokens": 64}, ledger_dir=str(workdir / "cache" / "ledger"))
-    teacher = LLM(role, ResponseCache(workdir / "cache"))
+    teacher = make_llm(url, workdir / "cache", params={"max_tokens": 64}, ledger_dir=str(workdir / "cache" / "ledger"),
+                       api_key_env="LIONFLOW_TEST_KEY", max_concurrency=CONCURRENCY, timeout_s=5.0, max_retries=4)
     template = PromptTemplate.load(Path(__file__).parents[1] / "resources" / "prompts" / "teacher.yaml")
     answers, _ = teacher_answers(teacher, template, pool, max_failure_rate=0.0)
     write_jsonl(workdir / "results" / "teacher.jsonl", answers, "answer")

@@ -8,12 +8,14 @@ import pytest
 
 from lionflow.failures import TooManyFailures
 from lionflow.imitation import teacher_answers
-from lionflow.llm import LLM, BudgetExceeded, Completion, Endpoint, LLMFailure, Price, ResponseCache, Role
+from lionflow.llm import BudgetExceeded, Completion, LLMFailure, ResponseCache
 from lionflow.llm.ledger import Ledger
-from lionflow.oracle.testserver import FAULT_KINDS, ServerConfig, TestServer, sample_pool
+from lionflow.oracle.datasets import sample_pool
 from lionflow.prompts import PromptTemplate
 
 from conftest import PROMPTS
+from conftest import make_llm as make_client
+from testserver import FAULT_KINDS, ServerConfig, TestServer
 
 TEACHER = PromptTemplate.load(PROMPTS / "teacher.yaml")
 
@@ -22,13 +24,11 @@ def requests_for(pool):
     return [(TEACHER.messages(instruction=p.instruction, input=p.input), {}) for p in pool]
 
 
-def make_llm(server, tmp_path, *, concurrency=8, retries=3, timeout_s=5.0, rpm=None, tpm=None, price=Price(),
+def make_llm(server, tmp_path, *, concurrency=8, retries=3, timeout_s=5.0, rpm=None, tpm=None, price=None,
              budget_usd=None, api_key_env=None, cache="cache"):
-    endpoint = Endpoint(name="test", base_url=server.url, api_key_env=api_key_env, max_concurrency=concurrency,
-                        timeout_s=timeout_s, max_retries=retries, rpm=rpm, tpm=tpm)
-    role = Role("teacher", endpoint, "oracle-1", {"max_tokens": 64}, price=price,
-                budget_usd=budget_usd, ledger_dir=str(tmp_path / "ledger"))
-    return LLM(role, ResponseCache(tmp_path / cache))
+    return make_client(server.url, tmp_path / cache, params={"max_tokens": 64}, price=price, budget_usd=budget_usd,
+                       ledger_dir=str(tmp_path / "ledger"), api_key_env=api_key_env, max_concurrency=concurrency,
+                       timeout_s=timeout_s, max_retries=retries, rpm=rpm, tpm=tpm)
 
 
 def paid_per_key(log) -> collections.Counter:
@@ -143,7 +143,7 @@ def test_tpm_limit_books_true_usage(tmp_path):
 
 def test_budget_stops_before_overspending(tmp_path):
     pool = sample_pool(30)
-    price = Price(input_per_mtok=1e6, output_per_mtok=1e6)      # $1 a token: easy to follow
+    price = (1e6, 1e6)      # USD per million input, output tokens: $1 a token, easy to follow
     with TestServer(ServerConfig(latency_s=0.01)) as server:
         llm = make_llm(server, tmp_path, price=price, budget_usd=600.0, concurrency=4)
         with pytest.raises(BudgetExceeded, match=r"llm.budget_usd = \$600.0000 would be exceeded.*not sent"):

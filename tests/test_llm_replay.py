@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from lionflow.artifacts import read_json
-from lionflow.oracle.testserver import ServerConfig, TestServer
 
 from conftest import ROOT
+from testserver import ServerConfig, TestServer
 
 pytestmark = pytest.mark.slow
 

@@ -27,29 +27,28 @@ from lionflow.llm import (
     LLM,
     BudgetExceeded,
     Completion,
-    Endpoint,
     LLMFailure,
     OfflineMiss,
-    Price,
     ResponseCache,
-    Role,
     TeacherChanged,
 )
 from lionflow.llm.ledger import Ledger
-from lionflow.oracle.testserver import ServerConfig, TestServer, sample_pool
+from lionflow.oracle.datasets import sample_pool
 from lionflow.prompts import PromptTemplate
+
+from conftest import make_role
+from testserver import ServerConfig, TestServer
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER = PromptTemplate.load(ROOT / "resources" / "prompts" / "teacher.yaml")
 POOL = sample_pool(80, seed=11)
 
 
-def _role(url, workdir, *, concurrency=4, rpm=None, price=Price(), budget_usd=None, lease_s=30.0, offline=False,
+def _role(url, workdir, *, concurrency=4, rpm=None, price=None, budget_usd=None, lease_s=30.0, offline=False,
           pin=False, api_key_env=None, retries=3, model="oracle-1"):
-    endpoint = Endpoint(name="test", base_url=url, api_key_env=api_key_env, max_concurrency=concurrency,
-                        timeout_s=5.0, max_retries=retries, rpm=rpm)
-    return Role("teacher", endpoint, model, {"max_tokens": 64}, price=price, budget_usd=budget_usd,
-                ledger_dir=str(Path(workdir) / "ledger"), lease_s=lease_s, offline=offline, pin_fingerprint=pin)
+    return make_role(url, model=model, params={"max_tokens": 64}, price=price, budget_usd=budget_usd,
+                     ledger_dir=str(Path(workdir) / "ledger"), lease_s=lease_s, offline=offline, pin_fingerprint=pin,
+                     api_key_env=api_key_env, max_concurrency=concurrency, timeout_s=5.0, max_retries=retries, rpm=rpm)
 
 
 def _requests(indices):
@@ -61,7 +60,7 @@ def worker(workdir: Path, url: str, name: str) -> None:
     (workdir / "logs").mkdir(exist_ok=True)
     logging.basicConfig(filename=workdir / "logs" / f"{name}.log", level=logging.INFO, force=True)
     sys.stderr = open(workdir / "logs" / f"{name}.log", "a", buffering=1)
-    price = Price(*job.get("price", (0.0, 0.0)))
+    price = job.get("price")
     role = _role(url, workdir, concurrency=job.get("concurrency", 4), rpm=job.get("rpm"), price=price,
                  budget_usd=job.get("budget_usd"), lease_s=job.get("lease_s", 30.0))
     llm = LLM(role, ResponseCache(workdir / "cache"))
@@ -198,7 +197,7 @@ def test_a_dead_holder_on_another_node_loses_its_claim_after_the_lease(tmp_path)
     with TestServer(ServerConfig()) as server:
         role = _role(server.url, tmp_path, lease_s=LEASE_S)
         llm = LLM(role, ResponseCache(tmp_path / "cache"))
-        keys = [llm._key(m, llm._params(e)) for m, e in _requests([0, 1])]
+        keys = [llm.key(m, e) for m, e in _requests([0, 1])]
         root = tmp_path / "cache"
         Presence.of(root, LEASE_S)                                       # claims/ and live/ exist
         for n, key in enumerate(keys):
@@ -247,7 +246,7 @@ def test_offline_serves_from_the_cache_and_names_what_is_missing(tmp_path):
     replies = offline.complete(_requests(range(5)), ids=[f"i{i}" for i in range(5)])
     assert [r.content for r in replies] == [POOL[i].answer for i in range(5)] and all(r.cached for r in replies)
     assert offline.stats.paid == 0 and offline.stats.cache_hits == 5
-    missing_key = offline._key(*_requests([7])[0][:1], offline._params({}))
+    missing_key = offline.key(*_requests([7])[0])
     with pytest.raises(OfflineMiss) as e:
         offline.complete(_requests([0, 7, 8]), ids=["i0", "i7", "i8"])
     message = str(e.value)
@@ -261,7 +260,7 @@ def test_fingerprint_change_is_a_warning_or_with_pin_an_error(tmp_path, caplog):
         assert {(r.model, r.system_fingerprint) for r in replies} == {("oracle-1", "fp_a")}
         assert first.stats.as_dict(first.role)["served_by"] == [
             {"model": "oracle-1", "system_fingerprint": "fp_a", "answers": 4}]
-        assert ResponseCache(tmp_path / "cache").get(first._key(*_requests([0])[0][:1], first._params({})))[
+        assert ResponseCache(tmp_path / "cache").get(first.key(*_requests([0])[0]))[
             "system_fingerprint"] == "fp_a"
         server.reconfigure(system_fingerprint="fp_b")                    # the provider updates the teacher
         # Another stage of the run (same ledger) sees the change: a warning, in the log and its stats.
@@ -279,7 +278,7 @@ def test_fingerprint_change_is_a_warning_or_with_pin_an_error(tmp_path, caplog):
         server.reconfigure(system_fingerprint="fp_d")
         with pytest.raises(TeacherChanged, match=r"teacher via llm.endpoints.test .*fp_c.*fp_d"):
             pinned.complete(_requests(range(10, 14)))
-    assert all(ResponseCache(tmp_path / "cache").get(pinned._key(m, pinned._params(e))) is not None
+    assert all(ResponseCache(tmp_path / "cache").get(pinned.key(m, e)) is not None
                for m, e in _requests(range(10, 11)))
 
 

@@ -215,3 +215,12 @@ def test_datasets_deterministic_disjoint_and_parseable():
     # The committed files are what the CLI writes.
     committed = [json.loads(line) for line in (ROOT / "resources/demo/seed_instructions.jsonl").read_text().splitlines()]
     assert committed == pool
+
+
+def test_the_dataset_builder_writes_every_committed_demo_file(tmp_path, capsys):
+    """One builder (lionflow.oracle.datasets) for the seed pool, the lm-eval data and the judge's questions."""
+    files = ["resources/demo/seed_instructions.jsonl", "resources/lm_eval/data/oracle_gen.jsonl",
+             "resources/lm_eval/data/oracle_mc.jsonl", "resources/demo/eval_questions.jsonl"]
+    datasets.main(["--root", str(tmp_path)])
+    for f in files:
+        assert (tmp_path / f).read_text() == (ROOT / f).read_text(), f

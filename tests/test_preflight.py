@@ -11,10 +11,10 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from lionflow.oracle.testserver import ServerConfig, TestServer
 from lionflow.preflight import PreflightError, preflight
 
 from conftest import ROOT
+from testserver import ServerConfig, TestServer
 
 KEY_ENV = "LIONFLOW_TEST_KEY"
 

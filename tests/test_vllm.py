@@ -25,13 +25,12 @@ import pytest
 
 from lionflow.artifacts import read_jsonl, write_jsonl
 from lionflow.imitation import teacher_answers
-from lionflow.llm import LLM, Endpoint, ResponseCache, Role
 from lionflow.prompts import PromptTemplate
 from lionflow.smk import role_identity
 from lionflow.student.generate import generate_answers
 from lionflow.student.vllm_server import VLLMServerError, vllm_server
 
-from conftest import PROMPTS, ROOT, generate_config, schema_defaults
+from conftest import PROMPTS, ROOT, generate_config, llm_config, make_llm, schema_defaults
 
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 SMOLLM2_GGUF = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -189,8 +188,7 @@ def server(smollm2, tmp_path_factory):
 @pytest.fixture
 def vllm_endpoint(server, monkeypatch):
     monkeypatch.setenv(KEY_ENV, server.api_key)   # the key from the environment, as for any endpoint
-    return Endpoint(name="vllm", base_url=server.base_url, api_key_env=KEY_ENV, max_concurrency=4,
-                    timeout_s=600, max_retries=0)
+    return dict(endpoint="vllm", api_key_env=KEY_ENV, max_concurrency=4, timeout_s=600, max_retries=0)
 
 
 def server_counts(server) -> dict:
@@ -206,8 +204,8 @@ def server_counts(server) -> dict:
 def test_teacher_on_a_real_vllm_server(server, vllm_endpoint, tmp_path):
     pool = oracle_items(4)
     template = PromptTemplate.load(PROMPTS / "teacher.yaml")
-    teacher = lambda cache: LLM(Role("teacher", vllm_endpoint, server.model, dict(TEACHER_PARAMS)),
-                                ResponseCache(cache))
+    teacher = lambda cache: make_llm(server.base_url, cache, model=server.model, params=TEACHER_PARAMS,
+                                     **vllm_endpoint)
     before = server_counts(server)
     first = teacher(tmp_path / "cache")
     records, _ = teacher_answers(first, template, pool, 0.0)   # raises if any parameter were refused
@@ -247,11 +245,9 @@ def test_a_small_real_referee_fails_the_rule_clearly(server, vllm_endpoint, tmp_
                for it, a in zip(items, ["shark shark", "794", "71 + 30 = 9"])]
     write_jsonl(tmp_path / "teacher.jsonl", teacher, "answer")
     write_jsonl(tmp_path / "student.jsonl", student, "answer")
-    llm_config = {"cache_dir": str(tmp_path / "cache"), "failure_tolerance": 0.01,
-                  "endpoints": {"vllm": {"base_url": server.base_url, "api_key_env": KEY_ENV,
-                                         "max_concurrency": 4, "timeout_s": 600, "max_retries": 0}},
-                  "referee": {"endpoint": "vllm", "model": server.model, "prompt": str(PROMPTS / "referee.yaml"),
-                              "params": {"temperature": 0.2, "max_tokens": 128, "seed": 0}, "parse_retries": 1}}
+    llm = llm_config(server.base_url, model=server.model, params={"temperature": 0.2, "max_tokens": 128, "seed": 0},
+                     cache_dir=tmp_path / "cache", failure_tolerance=0.01, **vllm_endpoint)
+    llm["referee"]["parse_retries"] = 1
     out = tmp_path / "out"
     snakemake = types.SimpleNamespace(
         rule="referee_answers", log=[str(tmp_path / "referee_answers.log")],
@@ -259,8 +255,8 @@ def test_a_small_real_referee_fails_the_rule_clearly(server, vllm_endpoint, tmp_
                                     prompt=str(PROMPTS / "referee.yaml")),
         output=types.SimpleNamespace(scores=str(out / "referee_scores.jsonl"), stats=str(out / "referee.json")),
         # as the rule passes them: the role's identity as params, the run-wide settings in config
-        params=types.SimpleNamespace(referee=role_identity(llm_config, "referee")),
-        config={"llm": llm_config, "discrimination": {"max_referee_failure_rate": 0.05}})
+        params=types.SimpleNamespace(referee=role_identity(llm, "referee")),
+        config={"llm": llm, "discrimination": {"max_referee_failure_rate": 0.05}})
     stderr, root = sys.stderr, __import__("logging").getLogger()
     handlers, level = root.handlers[:], root.level
     try:   # the rule's own script, as Snakemake runs it

@@ -15,19 +15,14 @@ one parser, one retry policy. Only the names differ: the referee's "teacher" is 
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
-import random
 import statistics
 from collections import defaultdict
-from pathlib import Path
 
-from .artifacts import iter_jsonl, read_jsonl, write_jsonl
+from .artifacts import iter_jsonl
 from .discrimination import failed_verdicts, score_pairs
 from .failures import check_failure_rate as _check
 from .llm import LLM
-from .oracle.tasks import BY_NAME, problem_key, sample_problem
 from .prompts import PromptTemplate
 
 ORDERS = {"reference": "reference_first", "student": "student_first"}  # `first` -> result key
@@ -54,8 +49,8 @@ def role_configs(llm: dict, judge: dict) -> dict:
     referee = llm["referee"]
     judge_role = {"endpoint": judge.get("endpoint") or referee["endpoint"],
                   "model": judge.get("model") or referee["model"],
-                  "params": judge["params"] if judge.get("params") is not None else referee.get("params", {}),
-                  "prompt": judge["prompt"]}
+                  "params": judge["params"] if judge["params"] is not None else referee["params"],
+                  "prompt": judge["prompt"], "mode": judge["mode"]}
     reference_role = copy.deepcopy(judge.get("reference") or llm["teacher"])
     for key, role in (("eval.judge.endpoint" if judge.get("endpoint") or judge.get("model") else
                        "llm.referee.endpoint (the judge's default)", judge_role),
@@ -123,70 +118,3 @@ def relative_scores(records: list[dict], *, checkpoint: str, judge_model: str, r
 def check_failure_rate(records: list[dict], max_rate: float) -> int:
     """Number of failed questions; TooManyFailures when their share exceeds `max_rate`."""
     return _check("judge", "question", failed_verdicts(records), len(records), max_rate, "eval.judge.max_failure_rate")
-
-
-# ---------------------------------------------------------------- the demo's question set
-
-# Categories of the oracle world, in the spirit of Vicuna's (generic, knowledge, math, ...).
-CATEGORIES = {
-    "words": ("repeat", "first_letter", "uppercase", "reverse", "count_letter"),
-    "numbers": ("larger", "parity", "max_list", "min_list", "sort"),
-    "math": ("add", "subtract", "multiply", "word_problem"),
-}
-
-
-def demo_questions(per_category: int, seed: int, exclude: set) -> list[dict]:
-    """Held-out questions of the oracle's task families, `per_category` per category, levels 1-3,
-    none of whose tasks is in `exclude` (problem keys of the seed pool and the lm-eval data).
-    Deterministic: `python -m lionflow.judge` writes resources/demo/eval_questions.jsonl."""
-    rng = random.Random(seed)
-    seen = set(exclude)
-    by_category: dict[str, list[dict]] = {}
-    for category, families in CATEGORIES.items():
-        questions = by_category.setdefault(category, [])
-        drawn = 0
-        for _ in range(500 * per_category):
-            if drawn == per_category:
-                break
-            family = families[drawn % len(families)]  # round robin: every family appears
-            p = sample_problem(rng, family, rng.choice([1, 1, 2, 2, 3]) if BY_NAME[family].max_level >= 3 else 1)
-            key = problem_key(p.instruction, p.input)
-            if key in seen:
-                continue
-            seen.add(key)
-            drawn += 1
-            questions.append({"id": f"q-{category}-{drawn:03d}", "category": category, "instruction": p.instruction,
-                              "input": p.input})
-        if drawn < per_category:
-            raise RuntimeError(f"could only draw {drawn} of {per_category} new {category} questions")
-    # Interleaved, so that the first N questions (eval.judge.limit) span every category.
-    return [q for group in zip(*by_category.values()) for q in group]
-
-
-def _known_tasks(seed_file, lm_eval_files) -> set:
-    keys = set()
-    for r in read_jsonl(seed_file, "seed_instruction"):
-        keys.add(problem_key(r["instruction"], r.get("input") or ""))
-    for path in lm_eval_files:
-        for line in open(path, encoding="utf-8"):
-            if line.strip():
-                keys.add(problem_key(json.loads(line)["question"]))
-    return keys - {None}
-
-
-def main(argv: list[str] | None = None) -> None:
-    """python -m lionflow.judge  (re)writes resources/demo/eval_questions.jsonl, deterministically."""
-    ap = argparse.ArgumentParser(description=main.__doc__)
-    ap.add_argument("--root", type=Path, default=Path("."))
-    ap.add_argument("--per-category", type=int, default=20)
-    ap.add_argument("--seed", type=int, default=5)
-    args = ap.parse_args(argv)
-    exclude = _known_tasks(args.root / "resources/demo/seed_instructions.jsonl",
-                           sorted((args.root / "resources/lm_eval/data").glob("*.jsonl")))
-    out = args.root / "resources/demo/eval_questions.jsonl"
-    n = write_jsonl(out, demo_questions(args.per_category, args.seed, exclude), "eval_question")
-    print(f"wrote {n} questions to {out}")
-
-
-if __name__ == "__main__":
-    main()

@@ -19,8 +19,7 @@ from pathlib import Path
 import openai
 
 from .judge import role_configs
-
-BUILTIN = "builtin://oracle"
+from .oracle import URL as BUILTIN
 
 
 class PreflightError(ValueError):

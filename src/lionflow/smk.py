@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from .llm import LLM, ResponseCache, Role
+from .llm import BUILTIN_SCHEME, LLM, ResponseCache, Role
 from .prompts import PromptTemplate
 
 
@@ -23,7 +23,20 @@ def setup_logging(snakemake) -> logging.Logger:
 def llm_for(llm_config: dict, role: str) -> LLM:
     """The client of a role, built from the run's whole `llm` config (scripts read it from
     snakemake.config: prices, budget, cache and concurrency are not rule params, see role_identity)."""
-    return LLM(Role.from_config({"llm": llm_config}, role), ResponseCache(llm_config["cache_dir"]))
+    spec = Role.from_config({"llm": llm_config}, role)
+    return LLM(spec, ResponseCache(llm_config["cache_dir"]), transport=in_process_transport(spec.endpoint.base_url))
+
+
+def in_process_transport(base_url: str):
+    """The transport factory of a builtin:// endpoint (the embedded oracle), None for a server."""
+    if not base_url.startswith(BUILTIN_SCHEME):
+        return None
+    from .oracle import transports
+
+    known = transports()
+    if base_url not in known:
+        raise ValueError(f"config: unknown built-in endpoint {base_url}; known: {', '.join(sorted(known))}")
+    return known[base_url]
 
 
 def judge_llm_for(config: dict, role: str) -> LLM:

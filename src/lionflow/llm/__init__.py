@@ -1,20 +1,13 @@
-"""LLM access for the teacher, referee and generator roles: client, cache, limits, ledger, batch mode."""
+"""LLM access for every role: configuration (config), bookkeeping (cache, stats, ledger), the two ways
+to send (online, batch) and the client over them (client.LLM)."""
 
 from ..failures import TooManyFailures
+from .bookkeeping import Completion, LLMFailure, OfflineMiss, Stats, TeacherChanged
 from .cache import ResponseCache, request_key
-from .client import (
-                     BUILTIN_ORACLE,
-                     LLM,
-                     Completion,
-                     Endpoint,
-                     LLMFailure,
-                     OfflineMiss,
-                     Role,
-                     Stats,
-                     TeacherChanged,
-                     make_client,
-)
+from .client import LLM
+from .config import BUILTIN_SCHEME, Endpoint, Role
 from .ledger import BudgetExceeded, Ledger, Price
+from .online import make_client
 
-__all__ = ["BUILTIN_ORACLE", "LLM", "BudgetExceeded", "Completion", "Endpoint", "LLMFailure", "Ledger", "OfflineMiss",
+__all__ = ["BUILTIN_SCHEME", "LLM", "BudgetExceeded", "Completion", "Endpoint", "LLMFailure", "Ledger", "OfflineMiss",
            "Price", "ResponseCache", "Role", "Stats", "TeacherChanged", "TooManyFailures", "make_client", "request_key"]

@@ -23,14 +23,14 @@ import time
 import openai
 
 from ..artifacts import atomic_write
-from .client import BUILTIN_ORACLE, Completion, LLMFailure
+from .bookkeeping import Books, Completion, LLMFailure
 from .shared import POLL_S, Claims
 
 log = logging.getLogger(__name__)
 DONE = ("completed", "failed", "expired", "cancelled")
 
 
-def _claim_all(llm, claims, keys: list[str], resolve) -> tuple[dict[str, int], dict[str, dict]]:
+def _claim_all(books: Books, claims, keys: list[str], resolve) -> tuple[dict[str, int], dict[str, dict]]:
     """Claim every key: (key -> generation of ours, key -> the live job holding it). A key whose
     holder looks alive is watched for up to lease_s (a dead holder's heartbeat stops) first."""
     mine, held = {}, {}
@@ -39,12 +39,12 @@ def _claim_all(llm, claims, keys: list[str], resolve) -> tuple[dict[str, int], d
         if state == "mine":
             mine[key] = info
         elif state == "cached":
-            resolve(key, llm.cache.get(key))
+            resolve(key, books.cache.get(key))
         else:
             held[key] = info
-    deadline = time.monotonic() + llm.role.lease_s + 1.0
+    deadline = time.monotonic() + books.role.lease_s + 1.0
     while held and time.monotonic() < deadline:
-        time.sleep(min(1.0, llm.role.lease_s / 4))
+        time.sleep(min(1.0, books.role.lease_s / 4))
         for key in list(held):
             state, info = claims.claim(key)
             if state == "held":
@@ -54,41 +54,51 @@ def _claim_all(llm, claims, keys: list[str], resolve) -> tuple[dict[str, int], d
             if state == "mine":
                 mine[key] = info
             else:
-                resolve(key, llm.cache.get(key))
+                resolve(key, books.cache.get(key))
     return mine, held
 
 
-def _wait_for(llm, claims, held: dict[str, dict], resolve) -> list[str]:
+def _wait_for(books: Books, claims, held: dict[str, dict], resolve) -> list[str]:
     """Wait for the answers of the jobs holding `held`; returns the keys given up unanswered."""
     given_up = []
     while held:
         time.sleep(max(POLL_S, 1.0))
-        llm.cache.refresh(also={info["part"] for info in held.values()}, listing=False)
-        released = set(llm.cache.take_released())
+        books.cache.refresh(also={info["part"] for info in held.values()}, listing=False)
+        released = set(books.cache.take_released())
         for key, info in list(held.items()):
-            if llm.cache.get(key) is not None:
+            if books.cache.get(key) is not None:
                 del held[key]
-                resolve(key, llm.cache.get(key))
-            elif key in released or not llm.presence.alive(info):
+                resolve(key, books.cache.get(key))
+            elif key in released or not books.presence.alive(info):
                 del held[key]
                 given_up.append(key)
     return given_up
 
 
-def complete_in_batch(llm, requests, desc: str, ids=None) -> list[Completion | LLMFailure]:
-    role, ep = llm.role, llm.role.endpoint
-    if ep.base_url == BUILTIN_ORACLE:
+class BatchSender:
+    """Sends a role's requests through the OpenAI Batch API (the other way to send, beside online)."""
+
+    def __init__(self, books: Books):
+        self.books = books
+
+    def complete(self, requests, desc: str, ids=None) -> list[Completion | LLMFailure]:
+        return _complete_in_batch(self.books, requests, desc, ids)
+
+
+def _complete_in_batch(books: Books, requests, desc: str, ids=None) -> list[Completion | LLMFailure]:
+    role, ep = books.role, books.role.endpoint
+    if ep.builtin:
         raise ValueError(f"llm.{role.name}.mode: batch needs an endpoint with the Batch API; "
-                         f"{ep.name} is the in-process oracle (use online mode or the test server)")
+                         f"{ep.name} is served in-process (use online mode, or a server with the Batch API)")
     started = time.monotonic()
     results: list = [None] * len(requests)
     pending: dict[str, dict] = {}          # key -> request body
     where: dict[str, list[int]] = {}
     for i, (messages, extra) in enumerate(requests):
-        llm.stats.requests += 1
-        params = llm._params(extra)
-        key = llm._key(messages, params)
-        hit = llm._from_cache(key) if key not in where else None
+        books.stats.requests += 1
+        params = books.params(extra)
+        key = books.key(messages, params)
+        hit = books.from_cache(key) if key not in where else None
         if hit is not None:
             results[i] = hit
             continue
@@ -97,44 +107,42 @@ def complete_in_batch(llm, requests, desc: str, ids=None) -> list[Completion | L
     if not pending:
         return results
 
-    claims = Claims(llm.cache, llm.presence)
+    claims = Claims(books.cache, books.presence)
 
     def resolve(key, entry):
-        llm.stats.cache_hits += len(where[key])
-        llm.stats.shared += 1
+        books.stats.cache_hits += len(where[key])
+        books.stats.shared += 1
         for i in where.pop(key):
-            results[i] = llm._hit(entry)
+            results[i] = books.hit(entry)
         pending.pop(key, None)
 
-    mine, held = _claim_all(llm, claims, list(pending), resolve)
+    mine, held = _claim_all(books, claims, list(pending), resolve)
     for key in held:
         pending.pop(key)
     try:
         if pending:
             try:
-                _run_batch(llm, pending, where, results, desc, started)
+                _run_batch(books, pending, where, results, desc, started)
             except (openai.OpenAIError, RuntimeError) as e:
                 raise RuntimeError(f"{role.where()}: batch mode: {e}") from e
-        for key in _wait_for(llm, claims, held, resolve):
+        for key in _wait_for(books, claims, held, resolve):
             for i in where[key]:
                 results[i] = LLMFailure(f"{role.where()}: request {key[:12]}"
                                         + (f" for {ids[where[key][0]]}" if ids else "")
                                         + " was held by another job that stopped without an answer; a rerun "
                                         "sends it", "held elsewhere")
-        llm.stats.failures += sum(isinstance(r, LLMFailure) for r in results)
+        books.stats.failures += sum(isinstance(r, LLMFailure) for r in results)
         return results
     finally:
         for key, gen in mine.items():
-            claims.release(key, gen, answered=key in llm.cache)
-        llm.cache.close()
-        if llm.ledger:
-            llm.ledger.close()
-        llm.stats.wall_s += time.monotonic() - started
+            claims.release(key, gen, answered=key in books.cache)
+        books.close()
+        books.stats.wall_s += time.monotonic() - started
 
 
-def _run_batch(llm, pending, where, results, desc, started) -> None:
-    role, ep = llm.role, llm.role.endpoint
-    state_dir = llm.cache.dir / "batches"
+def _run_batch(books: Books, pending, where, results, desc, started) -> None:
+    role, ep = books.role, books.role.endpoint
+    state_dir = books.cache.dir / "batches"
     state_dir.mkdir(exist_ok=True)
     job = hashlib.sha256("\n".join(sorted(pending)).encode()).hexdigest()[:20]
     state_path = state_dir / f"{role.name}-{job}.json"
@@ -176,10 +184,10 @@ def _run_batch(llm, pending, where, results, desc, started) -> None:
                     choice = body["choices"][0]
                     usage = {k: body.get("usage", {}).get(k, 0) for k in ("prompt_tokens", "completion_tokens")}
                     served, fingerprint = body.get("model") or role.model, body.get("system_fingerprint")
-                    llm._book(usage, discount=role.batch_discount, served_model=served,
+                    books.book(usage, discount=role.batch_discount, served_model=served,
                               system_fingerprint=fingerprint)
                     content = choice["message"].get("content")
-                    result = (llm._store(key, content, choice["finish_reason"], usage, served, fingerprint)
+                    result = (books.store(key, content, choice["finish_reason"], usage, served, fingerprint)
                               if content is not None else
                               LLMFailure(f"{role.where()}: empty message in batch {batch_id} for request {key[:12]}",
                                          "empty message"))

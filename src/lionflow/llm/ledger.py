@@ -32,8 +32,8 @@ from .shared import process_id, read_small
 @dataclass(frozen=True)
 class Price:
     """USD per million tokens."""
-    input_per_mtok: float = 0.0
-    output_per_mtok: float = 0.0
+    input_per_mtok: float
+    output_per_mtok: float
 
     def cost(self, prompt_tokens: int, completion_tokens: int, discount: float = 1.0) -> float:
         return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) * discount / 1e6

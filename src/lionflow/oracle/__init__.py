@@ -20,4 +20,17 @@ task.", a referee request with an unknown instruction rates both answers
 equally, a generator request with an unknown example invents a random task.
 A "token" is a whitespace-separated word; temperature and top_p are ignored;
 only n=1 is supported.
+
+``URL`` is the base_url of an endpoint served by it in-process; ``transports()`` gives whoever
+builds LLM clients from config (lionflow.smk.llm_for) the transport for it: lionflow.llm itself
+knows nothing of the oracle.
 """
+
+URL = "builtin://oracle"
+
+
+def transports() -> dict:
+    """base_url -> a factory of the in-process transport that serves it."""
+    from .app import transport
+
+    return {URL: transport}

@@ -90,3 +90,10 @@ def create_app():
         await send({"type": "http.response.body", "body": data})
 
     return app
+
+
+def transport():
+    """An in-process transport to a fresh oracle app, for an OpenAI client (no network, no key)."""
+    import httpx2
+
+    return httpx2.ASGITransport(app=create_app())

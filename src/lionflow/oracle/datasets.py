@@ -1,8 +1,9 @@
 """Deterministic demo data: the seed instruction pool and two small eval sets.
 
 python -m lionflow.oracle.datasets --root /work/main   (re)writes
-resources/demo/seed_instructions.jsonl, resources/lm_eval/data/oracle_gen.jsonl
-and resources/lm_eval/data/oracle_mc.jsonl.
+resources/demo/seed_instructions.jsonl, resources/lm_eval/data/oracle_gen.jsonl,
+resources/lm_eval/data/oracle_mc.jsonl and the judge's questions, resources/demo/eval_questions.jsonl
+(held out from all three).
 
 python -m lionflow.oracle.datasets --synthetic 70000 --out pool.jsonl   writes a synthetic
 paper-scale seed pool (for the benchmarks) instead.
@@ -16,9 +17,11 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
-from .tasks import BY_NAME, FAMILIES, _parse, problem_key, render, sample_params
+from ..artifacts import read_jsonl, write_jsonl
+from .tasks import BY_NAME, FAMILIES, Problem, _parse, problem_key, render, sample_params, sample_problem
 
 SEED_POOL = (240, 1)     # (n, seed) of the pool the eval sets must avoid
+JUDGE_QUESTIONS = (20, 5)   # (per category, seed) of the judge's question set
 _MC_FAMILIES = ("larger", "parity", "first_letter")
 
 
@@ -96,6 +99,18 @@ def make_eval_mc(n: int, seed: int) -> list[dict]:
     return _unique(n, rng, draw, _pool_keys())
 
 
+def sample_pool(n: int, seed: int = 0) -> list[Problem]:
+    """n distinct problems with known answers, all families and levels (tests and benchmarks)."""
+    rng, seen, pool = random.Random(seed), set(), []
+    while len(pool) < n:
+        family = rng.choice(FAMILIES)
+        p = sample_problem(rng, family.name, rng.randint(1, family.max_level))
+        if (p.instruction, p.input) not in seen:
+            seen.add((p.instruction, p.input))
+            pool.append(p)
+    return pool
+
+
 def make_synthetic_pool(n: int, seed: int = 0) -> Iterator[dict]:
     """n distinct seed-instruction records from the task families, streamed (paper scale: 52K-700K).
 
@@ -119,6 +134,55 @@ def make_synthetic_pool(n: int, seed: int = 0) -> Iterator[dict]:
         yield {"id": f"syn-{drawn:07d}", "instruction": p.instruction, "input": p.input}
     if drawn < n:
         raise RuntimeError(f"could only draw {drawn} of {n} distinct tasks")
+
+
+# ---------------------------------------------------------------- the judge's question set (eval.judge)
+
+# Categories of the oracle world, in the spirit of Vicuna's (generic, knowledge, math, ...).
+CATEGORIES = {
+    "words": ("repeat", "first_letter", "uppercase", "reverse", "count_letter"),
+    "numbers": ("larger", "parity", "max_list", "min_list", "sort"),
+    "math": ("add", "subtract", "multiply", "word_problem"),
+}
+
+
+def demo_questions(per_category: int, seed: int, exclude: set) -> list[dict]:
+    """Held-out questions of the oracle's task families, `per_category` per category, levels 1-3,
+    none of whose tasks is in `exclude` (problem keys of the seed pool and the lm-eval data).
+    Deterministic: `python -m lionflow.oracle.datasets` writes resources/demo/eval_questions.jsonl."""
+    rng = random.Random(seed)
+    seen = set(exclude)
+    by_category: dict[str, list[dict]] = {}
+    for category, families in CATEGORIES.items():
+        questions = by_category.setdefault(category, [])
+        drawn = 0
+        for _ in range(500 * per_category):
+            if drawn == per_category:
+                break
+            family = families[drawn % len(families)]  # round robin: every family appears
+            p = sample_problem(rng, family, rng.choice([1, 1, 2, 2, 3]) if BY_NAME[family].max_level >= 3 else 1)
+            key = problem_key(p.instruction, p.input)
+            if key in seen:
+                continue
+            seen.add(key)
+            drawn += 1
+            questions.append({"id": f"q-{category}-{drawn:03d}", "category": category, "instruction": p.instruction,
+                              "input": p.input})
+        if drawn < per_category:
+            raise RuntimeError(f"could only draw {drawn} of {per_category} new {category} questions")
+    # Interleaved, so that the first N questions (eval.judge.limit) span every category.
+    return [q for group in zip(*by_category.values()) for q in group]
+
+
+def _known_tasks(seed_file, lm_eval_files) -> set:
+    keys = set()
+    for r in read_jsonl(seed_file, "seed_instruction"):
+        keys.add(problem_key(r["instruction"], r.get("input") or ""))
+    for path in lm_eval_files:
+        for line in open(path, encoding="utf-8"):
+            if line.strip():
+                keys.add(problem_key(json.loads(line)["question"]))
+    return keys - {None}
 
 
 def _write(path: Path, records: list[dict]) -> None:
@@ -145,6 +209,11 @@ def main(argv: list[str] | None = None) -> None:
     _write(args.root / "resources/demo/seed_instructions.jsonl", make_seed_pool(*SEED_POOL))
     _write(args.root / "resources/lm_eval/data/oracle_gen.jsonl", make_eval_gen(60, 2))
     _write(args.root / "resources/lm_eval/data/oracle_mc.jsonl", make_eval_mc(60, 3))
+    exclude = _known_tasks(args.root / "resources/demo/seed_instructions.jsonl",
+                           sorted((args.root / "resources/lm_eval/data").glob("*.jsonl")))
+    out = args.root / "resources/demo/eval_questions.jsonl"
+    n = write_jsonl(out, demo_questions(*JUDGE_QUESTIONS, exclude), "eval_question")
+    print(f"wrote {n} questions to {out}")
 
 
 if __name__ == "__main__":

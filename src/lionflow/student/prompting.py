@@ -2,18 +2,16 @@
 
 Training, the student's answers, the judge's questions and lm-eval (`apply_chat_template`) all
 render prompts with the checkpoint's tokenizer's chat template. Base models without one get the
-Alpaca template of resources/prompts/student_chat_template.jinja; `student.chat_template` can force
-another.
+Alpaca template shipped with the package (lionflow/student/chat_template.jinja, package data);
+`student.chat_template` can force another.
 """
-import os
+from importlib import resources
 from pathlib import Path
-
-RESOURCES = Path(os.environ.get("LIONFLOW_RESOURCES", Path(__file__).resolve().parents[3] / "resources"))
-CHAT_TEMPLATE_PATH = RESOURCES / "prompts" / "student_chat_template.jinja"
 
 
 def chat_template() -> str:
-    return CHAT_TEMPLATE_PATH.read_text()
+    """The Alpaca chat template given to a base model without one."""
+    return resources.files("lionflow.student").joinpath("chat_template.jinja").read_text(encoding="utf-8")
 
 
 def user_content(instruction: str, input: str | None = "") -> str:

@@ -3,7 +3,8 @@
 Configurable latency, concurrent capacity (requests beyond it wait in a queue, as on a busy
 vLLM server), RPM/TPM rate limits answered with 429 + Retry-After, fault injection (429, 500,
 503, timeouts, malformed JSON, truncated bodies, dropped connections), a request log, and the
-Batch API (files + batches) so that batch mode is tested for real. Answers can carry a
+Batch API (files + batches) so that batch mode is tested for real. Test machinery: it lives
+with the tests (aiohttp and psutil come with the `test` extra), never in the runtime package. Answers can carry a
 `system_fingerprint` and a served model name (change them mid-run through ``POST config`` or
 ``reconfigure``: a new teacher version), and ``models`` makes other model names a 404.
 
@@ -13,8 +14,8 @@ truncating a body needs the transport itself. Control and inspection endpoints l
 new chat requests waiting unanswered, for crash tests), ``POST config`` (patch the config).
 
 A request counts as *paid* (log outcome ``ok``) only when its complete 200 response was
-written to a connected client: what the client could have stored. ``python -m
-lionflow.oracle.testserver --port 8000 --latency-s 0.2 --capacity 64 --fault-rate 0.2`` serves it;
+written to a connected client: what the client could have stored. ``python
+tests/testserver.py --port 8000 --latency-s 0.2 --capacity 64 --fault-rate 0.2`` serves it;
 ``TestServer(config)`` runs it on a background thread for tests.
 """
 from __future__ import annotations
@@ -34,8 +35,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from .app import _BadRequest, _completion, _error
-from .tasks import FAMILIES, Problem, sample_problem
+from lionflow.oracle.app import _BadRequest, _completion, _error
 
 FAULT_KINDS = ("429", "500", "503", "timeout", "malformed_json", "truncated", "drop")
 
@@ -371,18 +371,6 @@ def create_app(config: ServerConfig, log_path: str | None = None) -> web.Applica
     return app
 
 
-def sample_pool(n: int, seed: int = 0) -> list[Problem]:
-    """n distinct problems with known answers, for tests and benchmarks."""
-    rng, seen, pool = random.Random(seed), set(), []
-    while len(pool) < n:
-        family = rng.choice(FAMILIES)
-        p = sample_problem(rng, family.name, rng.randint(1, family.max_level))
-        if (p.instruction, p.input) not in seen:
-            seen.add((p.instruction, p.input))
-            pool.append(p)
-    return pool
-
-
 class TestServer:
     """The test server on a background thread: `with TestServer(ServerConfig(...)) as s: s.url`."""
 
@@ -449,7 +437,7 @@ class TestServer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m lionflow.oracle.testserver", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python tests/testserver.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed, and see --port-file)")
     ap.add_argument("--port-file", help="write the port here once listening")

@@ -1,0 +1,312 @@
+"""Online mode: requests sent as they come, at the endpoint's limits (one of the two ways to send).
+
+Every call goes through the real `openai` client. A `builtin://` endpoint (the embedded oracle)
+is reached in-process through the transport given by whoever builds the client from config
+(lionflow.smk.llm_for; no network, no key): this package knows no server of its own. For each request,
+in order: the persistent ResponseCache (a hit costs nothing); identical requests in flight at
+once are sent once; a claim on the request's cache key, so that an identical request is sent
+once for the whole run, whatever other jobs ask at the same time (lionflow.llm.shared: a job
+that finds a key claimed waits for the other job's answer and reads it from the cache); at
+most `max_concurrency` in flight per endpoint; the endpoint's RPM/TPM token buckets, shared
+with the other jobs sending to it; the budget (`Ledger`, for the run); the call, retried by tenacity on transient errors
+(408/409/429/5xx, timeouts, connection errors, malformed bodies) with exponential backoff and
+full jitter, or after the server's Retry-After (which also pauses the endpoint). The SDK's own
+retries are off so that every attempt passes the rate limiter and is counted. Answers are
+written to the cache the moment they arrive. A request that still fails becomes an
+`LLMFailure` value naming the role, the endpoint and the request: the stage decides
+(`lionflow.failures`), and nothing placeholder-like is ever returned as text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+import openai
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tqdm import tqdm
+
+from .bookkeeping import Books, Completion, LLMFailure, Stats, describe_request
+from .config import BUILTIN_SCHEME, Endpoint
+from .ledger import BudgetExceeded
+from .limiter import EndpointLimiter
+from .shared import POLL_S, Claims, SharedShare, endpoint_key
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_CAP_S = 120.0   # as the SDK: a longer Retry-After is not waited for in full
+_backoff = wait_random_exponential(multiplier=0.5, max=8)  # 0.5 s x 2^n, capped at 8 s, full jitter
+
+
+def make_client(endpoint: Endpoint, max_retries: int | None = None, transport=None) -> openai.AsyncOpenAI:
+    """An async OpenAI client of the endpoint. transport: a factory of the in-process transport that
+    serves a `builtin://` endpoint (lionflow.oracle.transports()), required for one."""
+    kwargs = dict(api_key=endpoint.api_key(), timeout=endpoint.timeout_s,
+                  max_retries=endpoint.max_retries if max_retries is None else max_retries)
+    if endpoint.builtin:
+        if transport is None:
+            raise RuntimeError(f"{endpoint.base_url} (llm.endpoints.{endpoint.name}) is served in-process: the "
+                               "client needs its transport (lionflow.smk.llm_for passes it)")
+        host = endpoint.base_url[len(BUILTIN_SCHEME):].strip("/") or "builtin"
+        return openai.AsyncOpenAI(base_url=f"http://{host}.builtin/v1",
+                                  http_client=openai.DefaultAsyncHttpxClient(transport=transport()), **kwargs)
+    return openai.AsyncOpenAI(base_url=endpoint.base_url, **kwargs)
+
+
+def is_transient(e: BaseException) -> bool:
+    """Worth retrying: 408/409/429/5xx, timeouts, connection errors, a garbled body."""
+    if isinstance(e, openai.APIStatusError):
+        return e.status_code in (408, 409, 429) or e.status_code >= 500
+    return isinstance(e, (openai.APIConnectionError, openai.APIResponseValidationError, json.JSONDecodeError))
+
+
+def retry_after_s(e: BaseException) -> float | None:
+    """The server's Retry-After (retry-after-ms or retry-after in seconds), if it sent one."""
+    response = getattr(e, "response", None)
+    if response is None:
+        return None
+    headers = response.headers
+    try:
+        if "retry-after-ms" in headers:
+            return min(float(headers["retry-after-ms"]) / 1000, RETRY_AFTER_CAP_S)
+        if "retry-after" in headers:
+            return min(float(headers["retry-after"]), RETRY_AFTER_CAP_S)
+    except ValueError:
+        return None  # an HTTP date: fall back to our backoff
+    return None
+
+
+class _Progress:
+    """tqdm bar (rate and ETA) with tokens and cost; refreshed at most every 2 s."""
+
+    def __init__(self, total: int, desc: str, stats: Stats):
+        self.bar = tqdm(total=total, desc=desc, unit="req", mininterval=2.0, dynamic_ncols=False)
+        self.stats = stats
+
+    def update(self) -> None:
+        s = self.stats
+        self.bar.set_postfix_str(f"tok={s.prompt_tokens + s.completion_tokens} ${s.cost_usd:.4f} "
+                                 f"cached={s.cache_hits} retries={s.retries} failed={s.failures}", refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class OnlineSender:
+    """Sends a role's requests online: claims, limits, retries, budget; answers cached as they arrive."""
+
+    def __init__(self, books: Books, transport=None):
+        self.books, self.transport = books, transport
+        self.role, self.cache, self.stats, self.ledger = books.role, books.cache, books.stats, books.ledger
+        ep = self.role.endpoint
+        share = None
+        if ep.rpm or ep.tpm:
+            share = SharedShare(self.cache.dir, endpoint_key(ep.base_url, ep.name), books.presence)
+        self.limiter = EndpointLimiter(ep.rpm, ep.tpm, share=share)
+
+    def complete(self, requests, desc: str, ids=None) -> list[Completion | LLMFailure]:
+        return asyncio.run(self._complete_all(requests, desc, ids))
+
+    async def _complete_all(self, requests, desc, ids):
+        started = time.monotonic()
+        ep = self.role.endpoint
+        claims = Claims(self.cache, self.books.presence)
+        client = None                                       # made at the first request we send
+        send_slots = asyncio.Semaphore(ep.max_concurrency)
+        window = asyncio.Semaphore(4 * ep.max_concurrency)  # our sends alive at once: memory does not grow
+        results: list = [None] * len(requests)
+        waiting: dict[str, list[int]] = {}                  # request key -> indices answered by its one call
+        bodies: dict[str, tuple] = {}                       # request key -> (messages, params, id)
+        gens: dict[str, int] = {}                           # request key -> generation of our claim on it
+        deferred: dict[str, dict] = {}                      # request key -> the other job holding its claim
+        stop: list[BudgetExceeded] = []
+        crashed: list[BaseException] = []
+        bar = _Progress(len(requests), desc, self.stats)
+        tasks = []
+
+        def resolve(key: str, result) -> None:
+            bodies.pop(key, None)
+            for i in waiting.pop(key):
+                results[i] = result
+                if result is not None:
+                    bar.update()
+
+        def finished(key: str, task: asyncio.Task) -> None:
+            window.release()
+            result = None if task.cancelled() else (task.exception() or task.result())
+            if isinstance(result, BudgetExceeded):
+                stop.append(result)
+                result = None
+            elif isinstance(result, BaseException):
+                crashed.append(result)   # a bug or a cache that cannot be written, not a failed request: re-raised
+                result = None
+            gen = gens.pop(key, None)
+            if gen is not None:
+                try:
+                    claims.release(key, gen, answered=key in self.cache)
+                except OSError as e:     # an exception in a done-callback would be lost
+                    crashed.append(e)
+            resolve(key, result)
+
+        async def start(key: str) -> None:
+            """Claim the key and send it, or find its answer, or wait for the job that holds it."""
+            nonlocal client
+            await window.acquire()
+            state, info = claims.claim(key)
+            if state == "mine":
+                if stop or crashed:
+                    claims.release(key, info, answered=False)
+                    window.release()
+                    resolve(key, None)
+                    return
+                gens[key] = info
+                if client is None:
+                    try:
+                        client = make_client(ep, max_retries=0, transport=self.transport)   # we retry: every attempt passes the limiter
+                    except RuntimeError as e:
+                        crashed.append(RuntimeError(f"{self.role.where()}: {e}"))
+                        claims.release(key, gens.pop(key), answered=False)
+                        window.release()
+                        resolve(key, None)
+                        return
+                messages, params, rid = bodies[key]
+                task = asyncio.ensure_future(self._send(client, send_slots, key, messages, params, rid))
+                task.add_done_callback(lambda t, key=key: finished(key, t))
+                tasks.append(task)
+                return
+            window.release()
+            if state == "cached":
+                self.stats.cache_hits += 1
+                self.stats.shared += 1
+                resolve(key, self.books.hit(self.cache.get(key)))
+            else:
+                deferred[key] = info
+
+        async def wait_for_others() -> None:
+            """Read the answers of the jobs holding our deferred keys; take over from a dead or released one."""
+            while deferred:
+                if not any(not t.done() for t in tasks):
+                    self.limiter.close()      # only waiting: our share of the endpoint's limits goes to the others
+                await asyncio.sleep(POLL_S)
+                self.cache.refresh(also={info["part"] for info in deferred.values()}, listing=False)
+                released = set(self.cache.take_released())
+                now, alive = time.monotonic(), {}
+                for key, info in list(deferred.items()):
+                    entry = self.cache.get(key)
+                    if entry is not None:
+                        del deferred[key]
+                        self.stats.cache_hits += 1
+                        self.stats.shared += 1
+                        resolve(key, self.books.hit(entry))
+                        continue
+                    holder = info["holder"]
+                    if holder not in alive:
+                        alive[holder] = self.books.presence.alive(info, now)
+                    if key in released or not alive[holder]:
+                        del deferred[key]
+                        if stop or crashed:
+                            resolve(key, None)
+                        else:
+                            await start(key)
+
+        try:
+            for i, (messages, extra) in enumerate(requests):
+                self.stats.requests += 1
+                params = self.books.params(extra)
+                key = self.books.key(messages, params)
+                if key in waiting:  # identical requests at once are sent (or waited for) once
+                    waiting[key].append(i)
+                    continue
+                hit = self.books.from_cache(key)
+                if hit is not None:
+                    results[i] = hit
+                    bar.update()
+                    continue
+                if stop or crashed:
+                    continue
+                waiting[key] = [i]
+                bodies[key] = (messages, params, ids[i] if ids else None)
+                await start(key)
+            await wait_for_others()
+            while tasks:   # sends started by wait_for_others included
+                pending, tasks[:] = list(tasks), []
+                await asyncio.gather(*pending, return_exceptions=True)
+                await wait_for_others()
+        finally:
+            for key in list(gens):   # interrupted: what we hold goes back to the other jobs
+                claims.release(key, gens.pop(key), answered=key in self.cache)
+            bar.close()
+            if client is not None:
+                await client.close()
+            self.limiter.close()
+            self.books.close()
+            self.stats.wall_s += time.monotonic() - started
+        if crashed:
+            raise crashed[0]
+        if stop:
+            unsent = sum(r is None for r in results)
+            raise BudgetExceeded(f"{stop[0]} ({self.role.name}: {unsent} of {len(requests)} requests not sent)")
+        return results
+
+    async def _send(self, client, send_slots, key, messages, params, rid=None) -> Completion | LLMFailure:
+        prompt_est, completion_est, max_tokens = self.books.estimate(messages, params)
+        worst_usd = self.role.price.cost(prompt_est, max_tokens or completion_est)
+        if self.ledger:
+            self.ledger.reserve(worst_usd, self.role.name)   # raises BudgetExceeded before anything is sent
+
+        def wait(state) -> float:
+            e = state.outcome.exception()
+            after = retry_after_s(e)
+            if after is None:
+                return _backoff(state)
+            if isinstance(e, openai.RateLimitError):
+                self.limiter.pause(after)       # the whole endpoint backs off, not just this request
+            return after + _backoff(state)     # + full jitter growing per attempt: no thundering herd
+
+        def count(state) -> None:
+            self.stats.retries += 1
+
+        try:
+            async for attempt in AsyncRetrying(stop=stop_after_attempt(self.role.endpoint.max_retries + 1),
+                                               wait=wait, retry=retry_if_exception(is_transient),
+                                               before_sleep=count, reraise=True):
+                with attempt:
+                    async with send_slots:
+                        estimate = prompt_est + self.books.estimate(messages, params)[1]  # learns as answers arrive
+                        await self.limiter.acquire(estimate)
+                        try:
+                            r = await client.chat.completions.create(model=self.role.model, messages=messages,
+                                                                     **params)
+                        except Exception as e:
+                            self.limiter.settle_tokens(estimate, 0 if isinstance(e, openai.RateLimitError)
+                                                       else estimate)  # unknown: assume it counted
+                            self.stats.rate_limited += isinstance(e, openai.RateLimitError)
+                            raise
+        except Exception as e:
+            if not isinstance(e, (openai.OpenAIError, json.JSONDecodeError)):
+                raise
+            self.stats.failures += 1
+            status = getattr(e, "status_code", None)
+            kind = f"{type(e).__name__}{f' (HTTP {status})' if status else ''}"
+            error = self.books.redact(f"{self.role.where()}: {kind} after {attempt.retry_state.attempt_number} attempt(s) "
+                                 f"on {describe_request(key, messages, rid)}: {e}")
+            if not is_transient(e):
+                log.error("not retried: %s", error)
+            return LLMFailure(error, kind)
+        finally:
+            if self.ledger:
+                self.ledger.release(worst_usd)
+        choice = r.choices[0]
+        usage = {"prompt_tokens": r.usage.prompt_tokens, "completion_tokens": r.usage.completion_tokens} \
+            if r.usage else {}
+        self.limiter.settle_tokens(estimate, usage.get("prompt_tokens", prompt_est) + usage.get("completion_tokens", 0))
+        served, fingerprint = r.model or self.role.model, getattr(r, "system_fingerprint", None)
+        self.books.book(usage, served_model=served, system_fingerprint=fingerprint)
+        if choice.message.content is None:
+            self.stats.failures += 1
+            return LLMFailure(f"{self.role.where()}: empty message (finish_reason={choice.finish_reason}) on "
+                              f"{describe_request(key, messages, rid)}", "empty message")
+        return self.books.store(key, choice.message.content, choice.finish_reason, usage, served, fingerprint)
