@@ -85,7 +85,17 @@ def test_a_server_not_up_in_time_is_stopped_with_its_children(tmp_path):
             pass
     assert time.monotonic() - started < 30
     engine = int(re.search(r"engine pid (\d+)", log_path.read_text()).group(1))
-    assert not psutil.pid_exists(engine) or psutil.Process(engine).status() == psutil.STATUS_ZOMBIE
+    # SIGKILL went to the whole group; the kernel takes the engine down a moment later on a busy machine
+    def gone():
+        try:
+            return psutil.Process(engine).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    deadline = time.monotonic() + 5
+    while not gone() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gone()
 
 
 @pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGKILL"])
