@@ -60,8 +60,16 @@ rule build_base_student:
 # nor do the LoRA settings while LoRA is off.
 CHECKPOINT_EVERY_STEPS = config["student"]["train"]["checkpoint_every_steps"]
 TRAIN_PARAMS = {
-    **{k: v for k, v in config["student"]["train"].items() if k != "checkpoint_every_steps"},
-    "lora": config["student"]["train"]["lora"] if config["student"]["train"]["lora"]["enabled"] else None,
+    **{
+        k: v
+        for k, v in config["student"]["train"].items()
+        if k != "checkpoint_every_steps"
+    },
+    "lora": (
+        config["student"]["train"]["lora"]
+        if config["student"]["train"]["lora"]["enabled"]
+        else None
+    ),
 }
 
 
