@@ -92,7 +92,9 @@ def _items(scores):
         [("add", 1), ("add", 2), ("sort", 1)], scores)]}
 
 
-def test_compare_by_family_and_composition():
+def test_compare_by_family_and_composition(tmp_path):
+    from lionflow.report import plot_ablation_by_family
+
     summaries = {(st, seed): _summary([{"t": 0.5}, {"t": 0.5}]) for st in ("adversarial", "uniform") for seed in (0, 1)}
     # iteration 2, seed 0: adversarial gets add L2 right, uniform not; seed 1: both the same.
     items = {("adversarial", 0): {1: _items([1, 0, 0]), 2: _items([1, 1, 0])},
@@ -122,6 +124,8 @@ def test_compare_by_family_and_composition():
     assert comp[1, "hard split", "add", 1] == (1, 1)
     header, body = composition_table(ablation)
     assert header[3] == "adversarial: L1 / L2" and ["2", "new hard", "add", "0 / 2 (total 2)", "0 / 1 (total 1)"] in body
+    plot_ablation_by_family(ablation, tmp_path / "by_family.png")
+    assert (tmp_path / "by_family.png").stat().st_size > 10_000
     header, body = table(ablation, "by_family")
     assert header[2] == "items" and ["oracle_gen add", "2", "2", "75.00", "50.00", "+25.00"] == body[
         [b[:2] for b in body].index(["oracle_gen add", "2"])][:6]
@@ -235,29 +239,34 @@ def test_experiment_is_one_dag_with_each_arms_gpu_jobs_and_one_shared_iteration_
 
 @pytest.mark.slow
 def test_experiment_target_runs_both_arms_and_reports(tmp_path):
-    """`snakemake experiment` on the micro config, two iterations per arm: iteration 1 is shared by
-    the arms of a seed, so its differences are exactly 0; the report holds the table."""
+    """`snakemake experiment` on the micro config, one iteration per arm: the arms of a seed take
+    iteration 1 from the seed's shared run, so every difference is exactly 0; each arm generates its
+    own new instructions; the report holds the tables and plots."""
     from lionflow.artifacts import read_json
 
-    base = ["--cores", "2", *_workflow_copy(
-        tmp_path, "experiment: {name: exp, seeds: [0, 1], overrides: {iterations: 2, eval: {judge: {limit: 3}}}}\n")]
-    proc = _snakemake(tmp_path, "experiment", *base)
+    base = ["--cores", "2", *_workflow_copy(tmp_path, "experiment: {name: exp, seeds: [0, 1], overrides: "
+                                                      "{iterations: 1, student: {train: {epochs: 2}}, eval: {judge: {limit: 3}}}}\n")]
+    proc = _snakemake(tmp_path, "experiment", *base, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    assert "adv - uni" in proc.stdout  # the table is printed
+    assert "adv - uni" in proc.stdout and "MDD" in proc.stdout and "oracle_gen add" in proc.stdout  # printed
     ablation = read_json(tmp_path / "results/exp/ablation.json", "ablation")
     assert {r["metric"] for r in ablation["rows"]} >= {"lm-eval average (%)", "open-ended relative score (%)"}
-    assert all(r["difference"]["values"] == [0.0, 0.0] for r in ablation["rows"] if r["iteration"] == 1)
+    assert all(r["difference"]["values"] == [0.0, 0.0] for r in ablation["rows"] + ablation["by_family"])
+    assert {c["set"] for c in ablation["composition"]} == {"hard split", "new hard", "new easy"}
     requests = {r["stage"]: (r["adversarial"], r["uniform"]) for r in ablation["requests"]}
-    assert all(requests[stage][0] == requests[stage][1] for stage in ("teacher_train", "referee"))
+    assert all(requests[stage][0] == requests[stage][1] for stage in ("teacher_train", "teacher_cache", "referee"))
     arm = read_json(tmp_path / "results/exp-uniform-s1/summary.json", "summary")
-    assert arm["run"] == "exp-uniform-s1" and len(arm["iterations"]) == 2 and arm["iterations"][1]["judge"]
-    # iteration 1 is the shared run's, copied: the same referee scores in both arms
-    shared = (tmp_path / "results/exp-s1/iter1/referee_scores.jsonl").read_text()
+    assert arm["run"] == "exp-uniform-s1" and len(arm["iterations"]) == 1 and arm["iterations"][0]["judge"]
+    # iteration 1 is the shared run's, copied into both arms; generation is each arm's own
+    shared = tmp_path / "results/exp-s1"
     for strategy in ("adversarial", "uniform"):
-        assert (tmp_path / f"results/exp-{strategy}-s1/iter1/referee_scores.jsonl").read_text() == shared
-    assert not (tmp_path / "results/exp-s1/iter2").exists()  # the shared run stops at iteration 1
+        run = tmp_path / f"results/exp-{strategy}-s1"
+        assert (run / "iter1/referee_scores.jsonl").read_text() == (shared / "iter1/referee_scores.jsonl").read_text()
+        assert (run / "iter1/new_hard.jsonl").is_file()
+    assert not (shared / "iter1/new_hard.jsonl").exists() and not (shared / "summary.json").exists()
     proc = _snakemake(tmp_path, "experiment", "-n", *base, timeout=300)
     assert proc.returncode == 0 and "Nothing to be done" in proc.stdout, proc.stdout[-3000:]  # up to date
-    proc = _snakemake(tmp_path, "experiment", "--report", "report.html", *base, timeout=300)
+    proc = _snakemake(tmp_path, "experiment", "--report", "report.html", *base, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "ablation.png" in (tmp_path / "report.html").read_text()
+    report = (tmp_path / "report.html").read_text()
+    assert "ablation.png" in report and "ablation_by_family.png" in report
