@@ -83,12 +83,13 @@ def loop_table(summary: dict) -> tuple[list[str], list[list[str]]]:
     rows = []
     for it in summary["iterations"]:
         judged = it["n_hard"] + it["n_easy"]
+        llm = llm_total(it.get("llm", {}).values())
         rows.append([str(it["iteration"]), str(it["train_pool_size"]), str(it["cache_pool_size"]), str(it["n_hard"]),
                      str(it["n_easy"]), pct(100 * it["n_hard"] / judged if judged else None),
                      pct(it["teacher_score_mean"], 2), pct(it["student_score_mean"], 2), str(it["referee_failures"]),
                      str(it["new_hard"]), str(it["new_easy"]),
                      str(it["rejected"]["contaminated"]) if "rejected" in it else "n/a",
-                     *(str(llm_total(it.get("llm", {}).values())[k]) for k in ("paid", "cache_hits"))])
+                     str(llm["paid"]), str(llm["cache_hits"])])
     return ["iter", "train", "cache", "hard", "easy", "hard %", "teacher", "student", "referee failed",
             "new hard", "new easy", "contaminated", "paid", "cached"], rows
 
