@@ -289,7 +289,9 @@ def save(model, tokenizer, run: Setup, init_dir, out_dir, lora, summary: dict, s
             acc.unwrap_model(model).save_pretrained(out_dir, state_dict=state_dict)
         tokenizer.save_pretrained(out_dir)
         # the job's peak: training, gathering, saving and (LoRA) merging
-        summary = {**summary, **{f"job_{k}": v for k, v in peak_memory(str(acc.device)).items()}}
+        # (VmHWM is read from per-thread counters that Linux syncs lazily: a later read can come out 0.1 MiB lower)
+        job = peak_memory(str(acc.device))
+        summary = {**summary, **{f"job_{k}": None if v is None else max(v, summary[k]) for k, v in job.items()}}
         atomic_write(out_dir / "training_log.json", json.dumps(summary, indent=1))
         log.info("saved %s (final loss %.4f, %.1fs)", out_dir, summary["final_loss"] or float("nan"),
                  summary["wall_time_s"])
