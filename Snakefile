@@ -13,15 +13,9 @@ configfile: "config/config.yaml"
 report: "resources/report/workflow.rst"
 
 
-include: "rules/common.smk"
-include: "rules/imitation.smk"
-include: "rules/discrimination.smk"
-include: "rules/generation.smk"
-include: "rules/judge.smk"
-include: "rules/evaluation.smk"
-include: "rules/report.smk"
-include: "rules/experiment.smk"
+include: "rules/loop.smk"
 include: "rules/export.smk"
+include: "rules/experiment.smk"
 
 
 localrules:
@@ -30,6 +24,7 @@ localrules:
 
 
 rule all:
+    default_target: True  # the experiment's modules come first
     input:
         summary=f"{RESULTS}/summary.json",
         report=f"{RESULTS}/report.md",

@@ -1,42 +1,109 @@
-# The ablation: adversarial vs uniform generation over experiment.seeds. Each arm is a whole run
-# of this workflow under its own run name and config (a nested Snakemake call, so the stage rules
-# stay as they are); the arms' summaries are then compared, paired by seed.
-from lionflow.ablation import STRATEGIES, arm_config, arm_run_name
+# The ablation: adversarial vs uniform generation over experiment.seeds, in this one DAG. Every arm
+# is a whole run of the loop (rules/loop.smk loaded as a Snakemake module with the arm's config, its
+# rules named <strategy>_s<seed>_<rule>), so a cluster profile schedules each arm's jobs with their
+# resources. Iteration 1 is computed once per seed by a shared run (module shared_s<seed>, iteration
+# 1 only) and copied into both arms; the arms' summaries are then compared, paired by seed.
+from lionflow.ablation import (
+    STRATEGIES,
+    arm_config,
+    arm_run_name,
+    shared_files,
+    shared_run_name,
+)
+from lionflow.smk import share_rule_settings
 
 EXPERIMENT = config["experiment"]
 EXPERIMENT_DIR = f"results/{EXPERIMENT['name']}"
+# Each arm: its strategy, seed and results directory; every arm runs the same number of iterations.
+ARMS = [
+    {
+        "strategy": strategy,
+        "seed": seed,
+        "dir": f"results/{arm_run_name(EXPERIMENT['name'], strategy, seed)}",
+    }
+    for seed in EXPERIMENT["seeds"]
+    for strategy in STRATEGIES
+]
+ARM_ITERATIONS = range(
+    1, arm_config(config, STRATEGIES[0], EXPERIMENT["seeds"][0])["iterations"] + 1
+)
+# --set-resources / --set-threads (the profiles) name the stage rules: the modules' copies get the same.
+share_rule_settings(
+    workflow,
+    [
+        f"{module}_s{seed}_"
+        for seed in EXPERIMENT["seeds"]
+        for module in ("shared", *STRATEGIES)
+    ],
+)
 
+for ARM_SEED in EXPERIMENT["seeds"]:
+    SHARED_MODULE = f"shared_s{ARM_SEED}"
+    SHARED_PREFIX = f"{SHARED_MODULE}_"
+    SHARED_RESULTS = f"results/{shared_run_name(EXPERIMENT['name'], ARM_SEED)}"
 
-wildcard_constraints:
-    strategy="|".join(STRATEGIES),
-    arm_seed=r"[0-9]+",
+    module:
+        name: SHARED_MODULE
+        snakefile:
+            "loop.smk"
+        config:
+            arm_config(config, None, ARM_SEED)
 
+    use rule * from SHARED_MODULE as SHARED_PREFIX*
 
-rule run_experiment_arm:
-    output:
-        config=f"{EXPERIMENT_DIR}/arms/{{strategy}}-s{{arm_seed}}.yaml",
-        summary=f"{EXPERIMENT_DIR}/arms/{{strategy}}-s{{arm_seed}}.json",
-    log:
-        f"logs/{EXPERIMENT['name']}/run_experiment_arm_{{strategy}}-s{{arm_seed}}.log",
-    localrule: True  # orchestrates a nested Snakemake run of the arm on this host
-    # The arm's own Snakemake schedules its jobs on these cores; Snakemake caps the number at the
-    # cores it was given, so arms run one after another with all of them.
-    threads: 1024
-    params:
-        config=lambda wc: arm_config(config, wc.strategy, int(wc.arm_seed)),
-        run=lambda wc: arm_run_name(EXPERIMENT["name"], wc.strategy, int(wc.arm_seed)),
-        snakefile=workflow.main_snakefile,
-    script:
-        "../workflow/scripts/run_experiment_arm.py"
+    for ARM_STRATEGY in STRATEGIES:
+        ARM_MODULE = f"{ARM_STRATEGY}_s{ARM_SEED}"
+        ARM_PREFIX = f"{ARM_MODULE}_"
+        ARM_CONFIG = arm_config(config, ARM_STRATEGY, ARM_SEED)
+
+        module:
+            name: ARM_MODULE
+            snakefile:
+                "loop.smk"
+            config:
+                ARM_CONFIG
+
+        # The arm's pools, base student and judge reference come from the shared run (below).
+        use rule * from ARM_MODULE exclude init_pools, build_base_student, answer_questions_with_reference as ARM_PREFIX*
+
+        # Both arms of a seed take iteration 1 from the shared run. A rule without wildcards, so
+        # Snakemake prefers it to the arm's own (wildcard) iteration-1 rules.
+        ARM_FILES, ARM_DIRECTORIES = shared_files(ARM_CONFIG)
+
+        rule:
+            name:
+                f"{ARM_PREFIX}share_iteration1"
+            input:
+                [f"{SHARED_RESULTS}/{p}" for p in ARM_FILES + ARM_DIRECTORIES],
+            output:
+                [f"results/{ARM_CONFIG['run']}/{p}" for p in ARM_FILES]
+                + [
+                    directory(f"results/{ARM_CONFIG['run']}/{p}")
+                    for p in ARM_DIRECTORIES
+                ],
+            log:
+                f"logs/{ARM_CONFIG['run']}/share_iteration1.log",
+            localrule: True  # copies: not worth a cluster job
+            script:
+                "../workflow/scripts/share_iteration.py"
 
 
 rule tabulate_ablation:
     input:
-        arms=expand(
-            f"{EXPERIMENT_DIR}/arms/{{strategy}}-s{{arm_seed}}.json",
-            strategy=STRATEGIES,
-            arm_seed=EXPERIMENT["seeds"],
-        ),
+        summaries=[f"{arm['dir']}/summary.json" for arm in ARMS],
+        # per-item held-out scores (by family and level) of each iteration's checkpoint
+        evals=[
+            f"{arm['dir']}/eval/iter{k}_lm_eval.json"
+            for arm in ARMS
+            for k in ARM_ITERATIONS
+        ],
+        # the hard split and the new instructions, counted by family and level
+        sets=[
+            f"{arm['dir']}/iter{k}/{name}.jsonl"
+            for arm in ARMS
+            for k in ARM_ITERATIONS
+            for name in ("hard", "new_hard", "new_easy")
+        ],
     output:
         ablation=f"{EXPERIMENT_DIR}/ablation.json",
         markdown=f"{EXPERIMENT_DIR}/ablation.md",
@@ -50,10 +117,17 @@ rule tabulate_ablation:
             caption="../resources/report/ablation.rst",
             category="Ablation",
         ),
+        family_plot=report(
+            f"{EXPERIMENT_DIR}/ablation_by_family.png",
+            caption="../resources/report/ablation_by_family.rst",
+            category="Ablation",
+        ),
     log:
         f"logs/{EXPERIMENT['name']}/tabulate_ablation.log",
     localrule: True  # seconds of bookkeeping: not worth a cluster job
     params:
+        arms=ARMS,
+        iterations=list(ARM_ITERATIONS),
         seeds=EXPERIMENT["seeds"],
         confidence=EXPERIMENT["confidence"],
     script:

@@ -42,6 +42,12 @@ def test_run_lm_eval(tmp_path, monkeypatch):
     saved = json.loads(out.read_text())
     assert saved["lionflow"]["scores"] == scores
     assert saved["n-samples"]["oracle_mc"]["effective"] == 4 and "samples" not in saved
+    # Each item's score with its family (and level where the data has one), averaging to the task's score.
+    items = saved["lionflow"]["items"]
+    assert [(d["family"], d["level"]) for d in items["oracle_gen"]] == [("add", 1)] * 4
+    assert [(d["family"], d["level"]) for d in items["oracle_mc"]] == [("parity", None)] * 4
+    for task in ("oracle_gen", "oracle_mc"):
+        assert sum(d["score"] for d in items[task]) / 4 == pytest.approx(scores[task])
     # data_dir overrides the data beside the YAMLs (e.g. a per-run eval set)
     other = tmp_path / "other"
     other.mkdir()

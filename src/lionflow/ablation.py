@@ -1,11 +1,24 @@
 """The ablation: adversarial vs uniform generation at the same LLM budget, over several seeds.
 
 Each arm is a whole run of the loop (results/<experiment>-<strategy>-s<seed>/) that differs from
-the other arm only in `generation.strategy`. Arms with the same seed share everything up to the
-first generation (same seed pool, same student initialisation and training seed), so the
-comparison is paired by seed: for each metric and iteration, the difference
+the other arm only in `generation.strategy`. Arms with the same seed are identical up to the first
+generation (same seed pool, base student, iteration-1 teacher answers, training, student answers,
+referee scores and split, and evaluations of the base and iteration-1 checkpoints): those are
+computed once per seed in a shared run (results/<experiment>-s<seed>/, iteration 1 only) and copied
+into both arms (`SHARED_FILES`, `SHARED_DIRECTORIES`). The comparison is paired by seed: for each
+metric and iteration, the difference
     d_s = adversarial_s - uniform_s
-is averaged over the seeds, with a two-sided t interval (n - 1 degrees of freedom).
+is averaged over the n seeds, with a two-sided t interval (n - 1 degrees of freedom), and the
+minimal detectable difference (MDD) of that paired design is reported next to it:
+    MDD = (t_{1-a/2, n-1} + t_{power, n-1}) * s_d / sqrt(n),   a = 1 - confidence, power = 0.8,
+s_d the standard deviation of the d_s. A true difference of at least MDD is found (the interval
+excludes 0) with probability `power`, if the seeds' spread is s_d; an interval that contains 0 with
+an MDD larger than the effect one cares about says "too little power", not "no effect".
+
+Where the held-out lm-eval data gives each item a `family` (and `level`), as the oracle tasks do,
+the same comparison is made per task and family, and per task, family and level
+(`compare_by_family`); `composition` counts the hard split and the new instructions by the oracle
+task family and level they parse as.
 """
 
 from __future__ import annotations
@@ -17,6 +30,7 @@ import statistics
 from scipy import stats
 
 from .evaluation import group_label
+from .lineage import family_level
 from .summary import stage_totals
 
 STRATEGIES = ("adversarial", "uniform")
@@ -30,6 +44,16 @@ def t_interval(values: list[float], confidence: float = 0.95) -> tuple[float, fl
     mean = statistics.fmean(values)
     half = stats.t.ppf((1 + confidence) / 2, n - 1) * statistics.stdev(values) / math.sqrt(n)
     return mean, mean - half, mean + half
+
+
+def mdd(values: list[float], confidence: float = 0.95, power: float = 0.8) -> float:
+    """Minimal detectable difference of the paired t test on `values` (the per-seed differences):
+    (t_{(1+c)/2, n-1} + t_{power, n-1}) * s / sqrt(n), s the sample standard deviation."""
+    n = len(values)
+    if n < 2:
+        raise ValueError(f"a minimal detectable difference needs at least 2 values, got {n}")
+    return float((stats.t.ppf((1 + confidence) / 2, n - 1) + stats.t.ppf(power, n - 1))
+                 * statistics.stdev(values) / math.sqrt(n))
 
 
 def deep_merge(base: dict, overrides: dict) -> dict:
@@ -47,13 +71,41 @@ def arm_run_name(experiment: str, strategy: str, seed: int) -> str:
     return f"{experiment}-{strategy}-s{seed}"
 
 
-def arm_config(config: dict, strategy: str, seed: int) -> dict:
-    """The full config of one arm: the workflow's, the experiment's overrides, then the arm's own keys."""
+def shared_run_name(experiment: str, seed: int) -> str:
+    return f"{experiment}-s{seed}"
+
+
+def arm_config(config: dict, strategy: str | None, seed: int) -> dict:
+    """The full config of one arm: the workflow's, the experiment's overrides, then the arm's own keys.
+
+    strategy None: the seed's shared run, which computes iteration 1 for both arms (it never generates).
+    """
     experiment = config["experiment"]
     base = {k: v for k, v in config.items() if k != "experiment"}  # editing the experiment reruns no arm
-    return deep_merge(deep_merge(base, experiment["overrides"]),
-                      {"run": arm_run_name(experiment["name"], strategy, seed), "seed": seed,
-                       "generation": {"strategy": strategy}})
+    own = ({"run": shared_run_name(experiment["name"], seed), "seed": seed} if strategy is None else
+           {"run": arm_run_name(experiment["name"], strategy, seed), "seed": seed, "generation": {"strategy": strategy}})
+    return deep_merge(deep_merge(base, experiment["overrides"]), own)
+
+
+# What the arms of a seed share, relative to results/<run>/: iteration 1 up to the hard/easy split
+# and the evaluations of the base and iteration-1 checkpoints. Generation onwards is the arm's own.
+SHARED_DIRECTORIES = ("base_student", "iter1/student")
+SHARED_FILES = tuple(f"iter1/{name}" for name in (
+    "train_pool.jsonl", "cache_pool.jsonl", "teacher_train.jsonl", "teacher_cache.jsonl",
+    "llm_stats/teacher_train.json", "llm_stats/teacher_cache.json", "student_cache.jsonl",
+    "referee_scores.jsonl", "llm_stats/referee.json", "hard.jsonl", "easy.jsonl")) + tuple(
+    f"eval/{c}{suffix}" for c in ("base", "iter1") for suffix in (".json", "_lm_eval.json"))
+SHARED_JUDGE_FILES = ("judge/reference_answers.jsonl", "judge/llm_stats/reference.json") + tuple(
+    f"judge/{c}{suffix}" for c in ("base", "iter1")
+    for suffix in ("_answers.jsonl", "_scores.jsonl", ".json")) + ("judge/llm_stats/judge_base.json",
+                                                                   "judge/llm_stats/judge_iter1.json")
+
+
+def shared_files(config: dict) -> tuple[list[str], list[str]]:
+    """(files, directories) an arm takes from its seed's shared run (`config`: the arm's, defaults filled
+    in); the judge's files only when it is on."""
+    judge = list(SHARED_JUDGE_FILES) if config["eval"]["judge"]["enabled"] else []
+    return list(SHARED_FILES) + judge, list(SHARED_DIRECTORIES)
 
 
 def outcome_metrics(summary: dict) -> dict[tuple[str, int], float]:
@@ -76,9 +128,8 @@ def budget(summary: dict) -> dict[str, int]:
     return {stage: total["requests"] for stage, total in stage_totals(summary).items()}
 
 
-def compare(summaries: dict[tuple[str, int], dict], seeds: list[int], confidence: float = 0.95) -> dict:
-    """The ablation table (schema `ablation`) from each arm's run summary, keyed (strategy, seed)."""
-    metrics = {key: outcome_metrics(s) for key, s in summaries.items()}
+def _rows(metrics: dict[tuple[str, int], dict], seeds: list[int], confidence: float) -> list[dict]:
+    """One row per (metric, iteration) every arm has: arm means and the paired difference."""
     shared = set.intersection(*(set(m) for m in metrics.values()))
     rows = []
     for metric, k in sorted(shared, key=lambda mk: (mk[1], mk[0])):
@@ -87,12 +138,76 @@ def compare(summaries: dict[tuple[str, int], dict], seeds: list[int], confidence
         mean, low, high = t_interval(diffs, confidence)
         rows.append({"metric": metric, "iteration": k,
                      **{st: {"mean": statistics.fmean(v), "values": v} for st, v in arms.items()},
-                     "difference": {"mean": mean, "ci_low": low, "ci_high": high, "values": diffs}})
+                     "difference": {"mean": mean, "ci_low": low, "ci_high": high, "mdd": mdd(diffs, confidence),
+                                    "values": diffs}})
+    return rows
+
+
+def family_metrics(items: dict[str, list[dict]]) -> dict[str, tuple[float, int]]:
+    """metric -> (mean score in %, items) per task and family, and per task, family and level, from
+    the evaluation's per-item scores (evaluation.item_scores)."""
+    groups: dict[str, list[float]] = {}
+    for task, docs in items.items():
+        for d in docs:
+            groups.setdefault(f"{task} {d['family']}", []).append(d["score"])
+            if d["level"] is not None:
+                groups.setdefault(f"{task} {d['family']} L{d['level']}", []).append(d["score"])
+    return {name: (100 * statistics.fmean(v), len(v)) for name, v in groups.items()}
+
+
+def compare_by_family(items: dict[tuple[str, int], dict[int, dict]], seeds: list[int],
+                      confidence: float = 0.95) -> list[dict]:
+    """Rows like compare's, per task and family (and level) of the held-out items, per iteration.
+
+    items: (strategy, seed) -> iteration -> the evaluation's per-item scores of that checkpoint.
+    """
+    per_arm = {key: {(m, k): v for k, its in by_k.items() for m, v in family_metrics(its).items()}
+               for key, by_k in items.items()}
+    rows = _rows({key: {mk: v[0] for mk, v in m.items()} for key, m in per_arm.items()}, seeds, confidence)
+    for row in rows:  # the same items in every arm (one held-out set)
+        row["items"] = per_arm[STRATEGIES[0], seeds[0]][row["metric"], row["iteration"]][1]
+    return rows
+
+
+def composition(records: list[dict]) -> dict[tuple[str, int | None], int]:
+    """How many of the instructions parse as each (oracle task family, level); (`other`, None) else."""
+    out: dict[tuple[str, int | None], int] = {}
+    for record in records:
+        key = family_level(record)
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
+def compositions(sets: dict[tuple[str, int], dict[int, dict[str, list[dict]]]], seeds: list[int]) -> list[dict]:
+    """Mean count over seeds per iteration, set (hard split, new hard, new easy), family and level, per arm.
+
+    sets: (strategy, seed) -> iteration -> set name -> instruction records.
+    """
+    counts = {key: {(k, name): composition(records) for k, by_set in by_k.items() for name, records in by_set.items()}
+              for key, by_k in sets.items()}
+    cells = sorted({(k, name, *fl) for c in counts.values() for (k, name), comp in c.items() for fl in comp},
+                   key=lambda c: (c[0], c[1], c[2], c[3] or 0))
+    return [{"iteration": k, "set": name, "family": family, "level": level,
+             **{st: statistics.fmean(counts[st, seed].get((k, name), {}).get((family, level), 0) for seed in seeds)
+                for st in STRATEGIES}} for k, name, family, level in cells]
+
+
+def compare(summaries: dict[tuple[str, int], dict], seeds: list[int], confidence: float = 0.95,
+            items: dict | None = None, sets: dict | None = None) -> dict:
+    """The ablation table (schema `ablation`) from each arm's run summary, keyed (strategy, seed);
+    with `items` (see compare_by_family) the per-family rows, with `sets` (see compositions) the
+    family x level composition of the hard split and the new instructions."""
+    rows = _rows({key: outcome_metrics(s) for key, s in summaries.items()}, seeds, confidence)
     budgets = {key: budget(s) for key, s in summaries.items()}
     stages = sorted(set.union(*(set(b) for b in budgets.values())))
     requests = [{"stage": stage, **{st: statistics.fmean(budgets[st, seed].get(stage, 0) for seed in seeds)
                                     for st in STRATEGIES}} for stage in stages]
-    return {"seeds": list(seeds), "confidence": confidence, "rows": rows, "requests": requests}
+    out = {"seeds": list(seeds), "confidence": confidence, "rows": rows, "requests": requests}
+    if items is not None:
+        out["by_family"] = compare_by_family(items, seeds, confidence)
+    if sets is not None:
+        out["composition"] = compositions(sets, seeds)
+    return out
 
 
 def verdict(row: dict) -> str:
@@ -104,13 +219,33 @@ def verdict(row: dict) -> str:
     return "no significant difference"
 
 
-def table(ablation: dict) -> tuple[list[str], list[list[str]]]:
-    """(header, rows) of the ablation: per-arm means and the paired difference with its interval."""
+def table(ablation: dict, rows: str = "rows") -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the ablation: per-arm means, the paired difference with its interval and
+    MDD; rows="by_family": the per-family rows, with their number of held-out items."""
     level = f"{100 * ablation['confidence']:g}% CI"
-    rows = [[r["metric"], str(r["iteration"]), f"{r['adversarial']['mean']:.2f}", f"{r['uniform']['mean']:.2f}",
-             f"{r['difference']['mean']:+.2f}", f"[{r['difference']['ci_low']:+.2f}, {r['difference']['ci_high']:+.2f}]",
-             verdict(r)] for r in ablation["rows"]]
-    return ["metric", "iter", "adversarial", "uniform", "adv - uni", level, "verdict"], rows
+    items = rows == "by_family"
+    body = [[r["metric"], str(r["iteration"]), *([str(r["items"])] if items else []), f"{r['adversarial']['mean']:.2f}",
+             f"{r['uniform']['mean']:.2f}", f"{r['difference']['mean']:+.2f}",
+             f"[{r['difference']['ci_low']:+.2f}, {r['difference']['ci_high']:+.2f}]", f"{r['difference']['mdd']:.2f}",
+             verdict(r)] for r in ablation[rows]]
+    return ["metric", "iter", *(["items"] if items else []), "adversarial", "uniform", "adv - uni", level,
+            "MDD (power 0.8)", "verdict"], body
+
+
+def composition_table(ablation: dict) -> tuple[list[str], list[list[str]]]:
+    """(header, rows): per iteration, set and family, the mean count of instructions per level, per arm."""
+    levels = sorted({r["level"] for r in ablation["composition"] if r["level"] is not None})
+    cells: dict[tuple, dict] = {}
+    for r in ablation["composition"]:
+        cell = cells.setdefault((r["iteration"], r["set"], r["family"]), {})
+        cell[r["level"]] = (r["adversarial"], r["uniform"])
+    rows = []
+    for (k, name, family), by_level in cells.items():
+        rows.append([str(k), name, family, *[
+            " / ".join(f"{by_level.get(lv, (0, 0))[i]:g}" for lv in levels)
+            + f" (total {sum(c[i] for c in by_level.values()):g})" for i in range(2)]])
+    by = " / ".join(f"L{lv}" for lv in levels)
+    return ["iter", "set", "family", f"adversarial: {by}", f"uniform: {by}"], rows
 
 
 def requests_table(ablation: dict) -> tuple[list[str], list[list[str]]]:

@@ -29,6 +29,18 @@ def main_metric(task_results: dict) -> tuple[str, float]:
     return key, float(scores[key])
 
 
+def item_scores(results: dict) -> dict[str, list[dict]]:
+    """Per task, each document's `family` and `level` (where the task's data has them: the oracle
+    tasks do) and its score under the task's main metric; [] for a task whose data has no family."""
+    out = {}
+    for task, samples in results.get("samples", {}).items():
+        key, _ = main_metric(results["results"][task])
+        metric, filt = key.split(",", 1)
+        out[task] = [{"family": str(s["doc"]["family"]), "level": s["doc"].get("level"), "score": float(s[metric])}
+                     for s in samples if s.get("filter", filt) == filt and "family" in s["doc"]]
+    return out
+
+
 def group_label(group: str, groups: list[str]) -> str:
     """How a group's declared average is labelled in tables: `average` when the run has one group."""
     return "average" if len(groups) == 1 else f"{group} (average)"
@@ -61,15 +73,15 @@ def run_lm_eval(model_dir, tasks: list[str], include_path, out_json, batch_size:
         # task metadata reaches the YAMLs' custom_dataset loader (utils.py) as kwargs
         task_manager=TaskManager(include_path=str(include_path),
                                  metadata={"data_dir": str(data_dir)} if data_dir else None),
-        batch_size=batch_size, device=device, limit=limit, num_fewshot=0, log_samples=False,
+        batch_size=batch_size, device=device, limit=limit, num_fewshot=0, log_samples=True,
         apply_chat_template=True)
     groups = sorted(g for g, r in results.get("groups", {}).items() if any("," in k for k in r))
     scores = {name: main_metric(r)[1] for name, r in results["results"].items()
               if name not in groups and any("," in k for k in r)}
     scores |= {g: main_metric(results["groups"][g])[1] for g in groups}
     results["lionflow"] = {"scores": scores, "groups": groups, "device": device,
-                           "wall_time_s": round(time.time() - t0, 2)}
-    results.pop("samples", None)
+                           "wall_time_s": round(time.time() - t0, 2), "items": item_scores(results)}
+    results.pop("samples", None)  # the documents' scores by family are in lionflow.items
     Path(out_json).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out_json, json.dumps(results, indent=1, default=_json_default))
     log.info("lm-eval %s on %s in %.1fs: %s", model_dir, device, time.time() - t0, scores)

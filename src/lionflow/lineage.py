@@ -61,9 +61,14 @@ def chain(index: dict[str, dict], instruction_id: str) -> list[dict]:
     return out
 
 
+def family_level(record: dict) -> tuple[str, int | None]:
+    """The oracle task family and level an instruction parses as; (`other`, None) if it does not."""
+    problem = parse_problem(record["instruction"], record["input"])
+    return (problem.family, problem.level) if problem else (OTHER, None)
+
+
 def seed_family(seed: dict) -> str:
-    problem = parse_problem(seed["instruction"], seed["input"])
-    return problem.family if problem else OTHER
+    return family_level(seed)[0]
 
 
 def families_of(ids: Iterable[str], index: dict[str, dict]) -> Counter:

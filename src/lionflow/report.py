@@ -336,3 +336,36 @@ def plot_ablation(ablation: dict, path) -> None:
     fig.suptitle(f"Paired difference over seeds {ablation['seeds']} "
                  f"(dots: seeds; bars: {100 * ablation['confidence']:g}% t interval)", fontsize=10)
     _save(fig, path)
+
+
+def plot_ablation_by_family(ablation: dict, path) -> None:
+    """Per iteration (rows): adversarial - uniform per held-out task and family with its interval and
+    +-MDD (grey ticks); how many hard-split and new instructions each arm has per family."""
+    its = sorted({r["iteration"] for r in ablation["by_family"]} | {r["iteration"] for r in ablation["composition"]})
+    fig, axes = plt.subplots(len(its), 3, figsize=(17, 4.2 * len(its)), squeeze=False)
+    for (left, middle, right), k in zip(axes, its):
+        rows = [r for r in ablation["by_family"] if r["iteration"] == k and " L" not in r["metric"]]
+        y = range(len(rows))
+        mean = [r["difference"]["mean"] for r in rows]
+        left.errorbar(mean, y, xerr=[[m - r["difference"]["ci_low"] for m, r in zip(mean, rows)],
+                                     [r["difference"]["ci_high"] - m for m, r in zip(mean, rows)]],
+                      fmt="o", capsize=3, color="#1f77b4")
+        for i, r in enumerate(rows):
+            left.plot([-r["difference"]["mdd"], r["difference"]["mdd"]], [i, i], "|", color="grey", markersize=9)
+        left.axvline(0, color="black", linewidth=0.8)
+        left.set_yticks(list(y), [f"{r['metric']} ({r['items']})" for r in rows], fontsize=7)
+        left.set(title=f"iteration {k}: adversarial - uniform (points)", xlabel="held-out score difference (points)")
+        left.grid(alpha=0.3)
+        for ax, names in ((middle, ("hard split",)), (right, ("new hard", "new easy"))):
+            comp = [r for r in ablation["composition"] if r["iteration"] == k and r["set"] in names]
+            families = sorted({r["family"] for r in comp})
+            for i, (arm, color) in enumerate((("adversarial", "#d62728"), ("uniform", "#7f7f7f"))):
+                counts = [sum(r[arm] for r in comp if r["family"] == f) for f in families]
+                ax.barh([j + 0.4 * i for j in range(len(families))], counts, height=0.4, color=color, label=arm)
+            ax.set_yticks([j + 0.2 for j in range(len(families))], families, fontsize=7)
+            ax.set(title=f"iteration {k}: {' + '.join(names)} by family", xlabel="instructions (mean over seeds)")
+            ax.legend(fontsize=7)
+            ax.grid(alpha=0.3)
+    fig.suptitle(f"By family, seeds {ablation['seeds']} (bars: {100 * ablation['confidence']:g}% t interval; "
+                 "grey ticks: +-MDD at power 0.8; in brackets: held-out items)", fontsize=10)
+    _save(fig, path)

@@ -61,3 +61,17 @@ def role_identity(llm_config: dict, role: str) -> dict:
 
 def template(path: str) -> PromptTemplate:
     return PromptTemplate.load(path)
+
+
+def share_rule_settings(workflow, prefixes: list[str]) -> None:
+    """Give a module's copy of a rule (prefix + name) the per-rule settings of `name`.
+
+    --set-resources and --set-threads (and the profiles, which use them) name the stage rules, but
+    Snakemake applies them by the final rule name: without this, the ablation's arms (modules with
+    prefixed rule names) would train on the defaults, without a GPU. Call before loading the modules.
+    """
+    settings = workflow.resource_settings
+    for parsed in (settings._parsed_overwrite_resources, settings._parsed_overwrite_threads):
+        for name, value in list(parsed.items()):
+            for prefix in prefixes:
+                parsed.setdefault(prefix + name, value)

@@ -1,28 +1,45 @@
-"""The ablation table: per-arm means and the adversarial - uniform difference with its interval."""
-import re
+"""The ablation table: per-arm means and the adversarial - uniform difference with its interval and
+MDD, overall and per held-out family; the family x level composition of the hard and new data."""
+import json
 from pathlib import Path
 
-from lionflow.ablation import compare, requests_table, table
-from lionflow.artifacts import atomic_write, read_json, write_json
-from lionflow.report import html, html_page, markdown, plot_ablation
+from lionflow.ablation import compare, composition_table, requests_table, table
+from lionflow.artifacts import atomic_write, read_json, read_jsonl, write_json
+from lionflow.report import html, html_page, markdown, plot_ablation, plot_ablation_by_family
 from lionflow.smk import setup_logging
 
 log = setup_logging(snakemake)
-summaries = {}
-for path in snakemake.input.arms:
-    strategy, seed = re.fullmatch(r"(\w+)-s(\d+)\.json", Path(path).name).groups()
-    summaries[strategy, int(seed)] = read_json(path, "summary")
-ablation = compare(summaries, snakemake.params.seeds, snakemake.params.confidence)
+SETS = {"hard split": ("hard", "scored_instruction"), "new hard": ("new_hard", "instruction"),
+        "new easy": ("new_easy", "instruction")}
+summaries, items, sets = {}, {}, {}
+for arm in snakemake.params.arms:
+    key, run = (arm["strategy"], arm["seed"]), Path(arm["dir"])
+    summaries[key] = read_json(run / "summary.json", "summary")
+    items[key] = {k: json.loads((run / f"eval/iter{k}_lm_eval.json").read_text())["lionflow"]["items"]
+                  for k in snakemake.params.iterations}
+    sets[key] = {k: {name: read_jsonl(run / f"iter{k}/{stem}.jsonl", kind) for name, (stem, kind) in SETS.items()}
+                 for k in snakemake.params.iterations}
+ablation = compare(summaries, snakemake.params.seeds, snakemake.params.confidence, items=items, sets=sets)
 write_json(snakemake.output.ablation, ablation, "ablation")
 n = len(ablation["seeds"])
+level = f"{100 * ablation['confidence']:g}%"
 intro = (f"Adversarial vs uniform generation, paired by seed over seeds {ablation['seeds']}: mean of each arm, mean "
-         f"difference adversarial - uniform and its {100 * ablation['confidence']:g}% t interval (df = {n - 1}). "
-         "Iteration 1 precedes any generation: with the same seed both arms train the same student, so its difference "
-         "should be 0.")
+         f"difference adversarial - uniform, its {level} t interval (df = {n - 1}) and the minimal detectable "
+         f"difference (MDD: (t_(1+c)/2 + t_0.8) * sd / sqrt({n}), the difference this design finds with power 0.8). "
+         "Iteration 1 precedes any generation: both arms of a seed share it, so its difference is 0.")
+by_family = ("The same comparison per held-out lm-eval task and family (`<task> <family>`) and level "
+             "(`... L<level>`), on that family's items (`items`): where the adversarial data goes, what it buys.")
+composition = ("Mean number of instructions over seeds, per level (L1 / L2 / ...), by the oracle task family "
+               "they parse as: the referee's hard split and the generator's new hard and new easy instructions "
+               "(`other`: no oracle family).")
 budget = "Mean LLM requests per stage and arm over all iterations (the budget the arms share)."
-atomic_write(snakemake.output.markdown,
-             f"# Ablation\n\n{intro}\n\n{markdown(table(ablation))}\n\n{budget}\n\n{markdown(requests_table(ablation))}\n")
-atomic_write(snakemake.output.table, html_page("Ablation: adversarial vs uniform generation", [
-    ("Outcomes", intro, html(table(ablation))), ("Budget", budget, html(requests_table(ablation)))]))
+sections = [("Outcomes", intro, table(ablation)), ("By family and level", by_family, table(ablation, "by_family")),
+            ("Hard split and new instructions by family and level", composition, composition_table(ablation)),
+            ("Budget", budget, requests_table(ablation))]
+atomic_write(snakemake.output.markdown, "# Ablation\n\n" + "\n\n".join(
+    f"## {title}\n\n{text}\n\n{markdown(t)}" for title, text, t in sections) + "\n")
+atomic_write(snakemake.output.table, html_page("Ablation: adversarial vs uniform generation",
+                                               [(title, text, html(t)) for title, text, t in sections]))
 plot_ablation(ablation, snakemake.output.plot)
-log.info("ablation over %d seeds: %d rows", n, len(ablation["rows"]))
+plot_ablation_by_family(ablation, snakemake.output.family_plot)
+log.info("ablation over %d seeds: %d rows, %d family rows", n, len(ablation["rows"]), len(ablation["by_family"]))

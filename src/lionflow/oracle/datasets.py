@@ -94,7 +94,7 @@ def make_eval_mc(n: int, seed: int) -> list[dict]:
             choices = rng.sample(others, 3) + [p.answer]
             rng.shuffle(choices)
         return problem_key(p.instruction), {"question": p.instruction, "choices": choices,
-                                            "label": choices.index(p.answer), "family": p.family}
+                                            "label": choices.index(p.answer), "family": p.family, "level": p.level}
 
     return _unique(n, rng, draw, _pool_keys())
 
