@@ -27,16 +27,6 @@ ARMS = [
 ARM_ITERATIONS = range(
     1, arm_config(config, STRATEGIES[0], EXPERIMENT["seeds"][0])["iterations"] + 1
 )
-# --set-resources / --set-threads (the profiles) name the stage rules: the modules' copies get the same.
-share_rule_settings(
-    workflow,
-    [
-        f"{module}_s{seed}_"
-        for seed in EXPERIMENT["seeds"]
-        for module in ("shared", *STRATEGIES)
-    ],
-)
-
 for ARM_SEED in EXPERIMENT["seeds"]:
     SHARED_MODULE = f"shared_s{ARM_SEED}"
     SHARED_PREFIX = f"{SHARED_MODULE}_"
@@ -86,6 +76,17 @@ for ARM_SEED in EXPERIMENT["seeds"]:
             localrule: True  # copies: not worth a cluster job
             script:
                 "../workflow/scripts/share_iteration.py"
+
+
+# --set-resources / --set-threads (the profiles) name the stage rules: the modules' copies get the same.
+share_rule_settings(
+    workflow,
+    [
+        f"{module}_s{seed}_"
+        for seed in EXPERIMENT["seeds"]
+        for module in ("shared", *STRATEGIES)
+    ],
+)
 
 
 rule tabulate_ablation:

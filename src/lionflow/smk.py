@@ -64,14 +64,22 @@ def template(path: str) -> PromptTemplate:
 
 
 def share_rule_settings(workflow, prefixes: list[str]) -> None:
-    """Give a module's copy of a rule (prefix + name) the per-rule settings of `name`.
+    """Give each module copy of a rule (prefix + name) the --set-resources / --set-threads of `name`.
 
-    --set-resources and --set-threads (and the profiles, which use them) name the stage rules, but
-    Snakemake applies them by the final rule name: without this, the ablation's arms (modules with
-    prefixed rule names) would train on the defaults, without a GPU. Call before loading the modules.
+    The profiles name the stage rules, but Snakemake applies those settings by the final rule name:
+    without this, the ablation's arms (modules with prefixed rule names) would train on the default
+    resources, without a GPU. Call after loading the modules. The settings go onto the rule objects,
+    not into the settings themselves, which Snakemake copies onto every job's command line (and which a
+    job, parsing this Snakefile again, would copy once more: the list grew per level of job nesting).
     """
     settings = workflow.resource_settings
-    for parsed in (settings._parsed_overwrite_resources, settings._parsed_overwrite_threads):
-        for name, value in list(parsed.items()):
-            for prefix in prefixes:
-                parsed.setdefault(prefix + name, value)
+    threads, resources = settings._parsed_overwrite_threads, settings._parsed_overwrite_resources
+    for rule in workflow.rules:
+        prefix = next((p for p in prefixes if rule.name.startswith(p)), None)
+        if prefix is None or rule.name in threads or rule.name in resources:
+            continue  # not a module copy, or named by the user: theirs wins
+        name = rule.name[len(prefix):]
+        if name in threads:
+            rule.resources["_cores"] = threads[name]
+        if name in resources:
+            rule.resources.update(resources[name])
