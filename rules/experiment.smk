@@ -92,11 +92,11 @@ share_rule_settings(
 rule tabulate_ablation:
     input:
         summaries=[f"{arm['dir']}/summary.json" for arm in ARMS],
-        # per-item held-out scores (by family and level) of each iteration's checkpoint
+        # per-item held-out scores (by family and level) of every checkpoint, the base student's too
         evals=[
-            f"{arm['dir']}/eval/iter{k}_lm_eval.json"
+            f"{arm['dir']}/eval/{checkpoint}_lm_eval.json"
             for arm in ARMS
-            for k in ARM_ITERATIONS
+            for checkpoint in ["base", *(f"iter{k}" for k in ARM_ITERATIONS)]
         ],
         # the hard split and the new instructions, counted by family and level
         sets=[

@@ -142,12 +142,19 @@ def test_arms_share_iteration_1_but_not_generation():
 
 
 def test_verdict_follows_the_sign_of_the_interval():
-    assert verdict({"difference": {"ci_low": 0.1, "ci_high": 2}}) == "adversarial better"
-    assert verdict({"difference": {"ci_low": -3, "ci_high": -0.5}}) == "uniform better"
+    assert verdict({"difference": {"mean": 1.0, "ci_low": 0.1, "ci_high": 2, "values": [0.8, 1.2]}}) == "adversarial better"
+    assert verdict({"difference": {"mean": -2.0, "ci_low": -3, "ci_high": -0.5, "values": [-2.2, -1.8]}}) \
+        == "uniform better"
+    # every seed differs by the same amount: a zero-width interval is no evidence
+    assert verdict({"difference": {"mean": -1.67, "ci_low": -1.67, "ci_high": -1.67, "values": [-1.67] * 2}}) \
+        == "no spread over seeds: not testable"
+    assert verdict({"difference": {"mean": 0.0, "ci_low": 0.0, "ci_high": 0.0, "values": [0.0] * 2}}) \
+        == "no significant difference"
 
 
 def test_arm_config_differs_only_in_strategy_seed_and_run():
     config = {"run": "demo", "seed": 0, "iterations": 2, "generation": {"new_hard": 60, "strategy": "adversarial"},
+              "llm": {"ledger_dir": "results/demo/ledger", "budget_usd": 5.0},  # the main run's own ledger
               "student": {"train": {"epochs": 20, "learning_rate": 1e-3}},
               "experiment": {"name": "abl", "seeds": [0, 1], "overrides": {"student": {"train": {"epochs": 5}}}}}
     arm = arm_config(config, "uniform", 1)
@@ -160,6 +167,11 @@ def test_arm_config_differs_only_in_strategy_seed_and_run():
     assert {k: v for k, v in shared.items() if k not in ("run", "generation")} == {
         k: v for k, v in arm.items() if k not in ("run", "generation")}
     assert deep_merge({"a": {"b": 1, "c": [1]}}, {"a": {"c": [2]}}) == {"a": {"b": 1, "c": [2]}}
+    # a budget is per run: each arm gets its own ledger (null: results/<arm>/ledger), not the main run's,
+    # while a ledger the user shares between runs stays shared
+    assert arm["llm"] == {"ledger_dir": None, "budget_usd": 5.0} and config["llm"]["ledger_dir"] == "results/demo/ledger"
+    shared_ledger = {**config, "llm": {"ledger_dir": "/proj/ledger", "budget_usd": 5.0}}
+    assert arm_config(shared_ledger, "uniform", 1)["llm"]["ledger_dir"] == "/proj/ledger"
 
 
 def test_uniform_strategy_models_new_instructions_on_the_cache_pool():
@@ -211,6 +223,11 @@ def test_experiment_is_one_dag_with_each_arms_gpu_jobs_and_one_shared_iteration_
     """`snakemake --profile profiles/slurm -n experiment` lists every arm's jobs with the profile's
     resources (not a nested local run), and iteration 1 once per seed."""
     base = _workflow_copy(tmp_path, "experiment: {name: exp, seeds: [0, 1], overrides: {iterations: 3}}\n")
+    # A user's own settings for one arm's copy of a rule win, key by key, over the stage rule's
+    # (its own threads do not drop the stage rule's GPUs).
+    profile = tmp_path / "profiles/slurm/config.yaml"
+    text = profile.read_text().replace("set-threads:\n", "set-threads:\n  uniform_s1_train_student: 3\n")
+    profile.write_text(text.replace("set-resources:\n", "set-resources:\n  uniform_s1_train_student:\n    mem_mb: 1234\n"))
     proc = _snakemake(tmp_path, "--profile", "profiles/slurm", "-n", "experiment", *base, timeout=300,
                       LIONFLOW_SLURM_ACCOUNT="acct", LIONFLOW_SLURM_CPU_PARTITION="cpu", LIONFLOW_SLURM_GPU_PARTITION="gpu")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -225,6 +242,9 @@ def test_experiment_is_one_dag_with_each_arms_gpu_jobs_and_one_shared_iteration_
                 "answer_questions_with_student": "1"}.get(stage, "0")
         assert job["resources"].get("gpu") == gpus, job
         assert job["resources"]["slurm_partition"] == ("gpu" if gpus != "0" else "cpu"), job
+        if stage == "train_student":  # the user's own mem_mb for one copy; the stage rule's otherwise
+            own = job["rule"] == "uniform_s1_train_student"
+            assert job["resources"]["mem_mb"] == ("1234" if own else "256000"), job
     rules = {j["rule"] for j in jobs}
     assert {f"{st}_s{s}_share_iteration1" for st in ("adversarial", "uniform") for s in (0, 1)} <= rules
     for stage in ("init_pools", "build_base_student", "answer_questions_with_reference"):
@@ -252,6 +272,8 @@ def test_experiment_target_runs_both_arms_and_reports(tmp_path):
     ablation = read_json(tmp_path / "results/exp/ablation.json", "ablation")
     assert {r["metric"] for r in ablation["rows"]} >= {"lm-eval average (%)", "open-ended relative score (%)"}
     assert all(r["difference"]["values"] == [0.0, 0.0] for r in ablation["rows"] + ablation["by_family"])
+    # per family for every checkpoint: the base student (0, where both arms start) and iteration 1
+    assert {r["iteration"] for r in ablation["by_family"]} == {0, 1}
     assert {c["set"] for c in ablation["composition"]} == {"hard split", "new hard", "new easy"}
     requests = {r["stage"]: (r["adversarial"], r["uniform"]) for r in ablation["requests"]}
     assert all(requests[stage][0] == requests[stage][1] for stage in ("teacher_train", "teacher_cache", "referee"))

@@ -82,6 +82,10 @@ def arm_config(config: dict, strategy: str | None, seed: int) -> dict:
     """
     experiment = config["experiment"]
     base = {k: v for k, v in config.items() if k != "experiment"}  # editing the experiment reruns no arm
+    # llm.ledger_dir null means each run's own ledger (per-run budget); the main run's rules resolved it
+    # to results/<run>/ledger in `config`, which is not the arm's run
+    if base["llm"]["ledger_dir"] == f"results/{config['run']}/ledger":
+        base = {**base, "llm": {**base["llm"], "ledger_dir": None}}
     own = ({"run": shared_run_name(experiment["name"], seed), "seed": seed} if strategy is None else
            {"run": arm_run_name(experiment["name"], strategy, seed), "seed": seed, "generation": {"strategy": strategy}})
     return deep_merge(deep_merge(base, experiment["overrides"]), own)
@@ -212,6 +216,8 @@ def compare(summaries: dict[tuple[str, int], dict], seeds: list[int], confidence
 
 def verdict(row: dict) -> str:
     d = row["difference"]
+    if len(set(d["values"])) == 1 and d["mean"] != 0:  # a zero-width interval: no evidence either way
+        return "no spread over seeds: not testable"
     if d["ci_low"] > 0:
         return "adversarial better"
     if d["ci_high"] < 0:

@@ -76,10 +76,12 @@ def share_rule_settings(workflow, prefixes: list[str]) -> None:
     threads, resources = settings._parsed_overwrite_threads, settings._parsed_overwrite_resources
     for rule in workflow.rules:
         prefix = next((p for p in prefixes if rule.name.startswith(p)), None)
-        if prefix is None or rule.name in threads or rule.name in resources:
-            continue  # not a module copy, or named by the user: theirs wins
+        if prefix is None:
+            continue  # not a module copy
         name = rule.name[len(prefix):]
-        if name in threads:
+        if name in threads and rule.name not in threads:  # what the user names for the copy itself wins
             rule.resources["_cores"] = threads[name]
-        if name in resources:
-            rule.resources.update(resources[name])
+        own = resources.get(rule.name, {})
+        for key, value in resources.get(name, {}).items():
+            if key not in own:
+                rule.resources[key] = value

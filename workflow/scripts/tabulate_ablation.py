@@ -15,8 +15,8 @@ summaries, items, sets = {}, {}, {}
 for arm in snakemake.params.arms:
     key, run = (arm["strategy"], arm["seed"]), Path(arm["dir"])
     summaries[key] = read_json(run / "summary.json", "summary")
-    items[key] = {k: json.loads((run / f"eval/iter{k}_lm_eval.json").read_text())["lionflow"]["items"]
-                  for k in snakemake.params.iterations}
+    items[key] = {k: json.loads((run / f"eval/{'base' if k == 0 else f'iter{k}'}_lm_eval.json").read_text())
+                  ["lionflow"]["items"] for k in [0, *snakemake.params.iterations]}  # 0: the base student
     sets[key] = {k: {name: read_jsonl(run / f"iter{k}/{stem}.jsonl", kind) for name, (stem, kind) in SETS.items()}
                  for k in snakemake.params.iterations}
 ablation = compare(summaries, snakemake.params.seeds, snakemake.params.confidence, items=items, sets=sets)
@@ -28,7 +28,8 @@ intro = (f"Adversarial vs uniform generation, paired by seed over seeds {ablatio
          f"difference (MDD: (t_(1+c)/2 + t_0.8) * sd / sqrt({n}), the difference this design finds with power 0.8). "
          "Iteration 1 precedes any generation: both arms of a seed share it, so its difference is 0.")
 by_family = ("The same comparison per held-out lm-eval task and family (`<task> <family>`) and level "
-             "(`... L<level>`), on that family's items (`items`): where the adversarial data goes, what it buys.")
+             "(`... L<level>`), on that family's items (`items`): where the adversarial data goes, what it buys. "
+             "Iteration 0 is the base student, where both arms start (shared: difference 0).")
 composition = ("Mean number of instructions over seeds, per level (L1 / L2 / ...), by the oracle task family "
                "they parse as: the referee's hard split and the generator's new hard and new easy instructions "
                "(`other`: no oracle family).")
