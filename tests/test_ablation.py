@@ -209,12 +209,12 @@ def _snakemake(tmp_path, *args, timeout=900, **env):
 
 
 def _dry_run_jobs(text: str) -> list[dict]:
-    """The jobs of a `snakemake -n` printout: rule, wildcards and resources of each."""
+    """The jobs of a Snakemake printout (a dry run or a run): rule, wildcards, input and resources of each."""
     jobs = []
     for block in re.split(r"\n(?=(?:local)?rule \w+:\n)", text):
         if m := re.match(r"(?:local)?rule (\w+):\n", block):
             fields = dict(re.findall(r"^    (\w+): (.*)$", block, re.M))
-            jobs.append({"rule": m.group(1), "wildcards": fields.get("wildcards", ""),
+            jobs.append({"rule": m.group(1), "wildcards": fields.get("wildcards", ""), "input": fields.get("input", ""),
                          "resources": dict(kv.split("=", 1) for kv in fields.get("resources", "").split(", ") if "=" in kv)})
     return jobs
 
@@ -259,32 +259,41 @@ def test_experiment_is_one_dag_with_each_arms_gpu_jobs_and_one_shared_iteration_
 
 @pytest.mark.slow
 def test_experiment_target_runs_both_arms_and_reports(tmp_path):
-    """`snakemake experiment` on the micro config, one iteration per arm: the arms of a seed take
-    iteration 1 from the seed's shared run, so every difference is exactly 0; each arm generates its
-    own new instructions; the report holds the tables and plots."""
+    """`snakemake experiment` on the micro config, two iterations per arm: the arms of a seed take
+    iteration 1 from the seed's shared run, so every difference there is exactly 0; each arm generates
+    its own new instructions and goes on from the copied files; the report holds the tables and plots."""
     from lionflow.artifacts import read_json
 
     base = ["--cores", "2", *_workflow_copy(tmp_path, "experiment: {name: exp, seeds: [0, 1], overrides: "
-                                                      "{iterations: 1, student: {train: {epochs: 2}}, eval: {judge: {limit: 3}}}}\n")]
+                                                      "{iterations: 2, student: {train: {epochs: 2}}, eval: {judge: {limit: 3}}}}\n")]
     proc = _snakemake(tmp_path, "experiment", *base, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    trained = {j["rule"]: j["input"] for j in _dry_run_jobs(proc.stdout + proc.stderr) if j["rule"].endswith("train_student")}
+    assert trained["uniform_s1_train_student"].startswith("results/exp-uniform-s1/iter1/student,"), trained
     assert "adv - uni" in proc.stdout and "MDD" in proc.stdout and "oracle_gen add" in proc.stdout  # printed
     ablation = read_json(tmp_path / "results/exp/ablation.json", "ablation")
     assert {r["metric"] for r in ablation["rows"]} >= {"lm-eval average (%)", "open-ended relative score (%)"}
-    assert all(r["difference"]["values"] == [0.0, 0.0] for r in ablation["rows"] + ablation["by_family"])
-    # per family for every checkpoint: the base student (0, where both arms start) and iteration 1
-    assert {r["iteration"] for r in ablation["by_family"]} == {0, 1}
+    assert {r["iteration"] for r in ablation["rows"]} == {1, 2}
+    assert all(r["difference"]["values"] == [0.0, 0.0] for r in ablation["rows"] + ablation["by_family"]
+               if r["iteration"] <= 1)  # the shared base student and iteration 1
+    # per family for every checkpoint: the base student (0, where both arms start), iterations 1 and 2
+    assert {r["iteration"] for r in ablation["by_family"]} == {0, 1, 2}
     assert {c["set"] for c in ablation["composition"]} == {"hard split", "new hard", "new easy"}
-    requests = {r["stage"]: (r["adversarial"], r["uniform"]) for r in ablation["requests"]}
-    assert all(requests[stage][0] == requests[stage][1] for stage in ("teacher_train", "teacher_cache", "referee"))
-    arm = read_json(tmp_path / "results/exp-uniform-s1/summary.json", "summary")
-    assert arm["run"] == "exp-uniform-s1" and len(arm["iterations"]) == 1 and arm["iterations"][0]["judge"]
+    assert {c["iteration"] for c in ablation["composition"]} == {1, 2}
+    arms = {st: read_json(tmp_path / f"results/exp-{st}-s1/summary.json", "summary") for st in ("adversarial", "uniform")}
+    arm = arms["uniform"]
+    assert arm["run"] == "exp-uniform-s1" and len(arm["iterations"]) == 2 and arm["iterations"][1]["judge"]
+    first = [{k: v for k, v in a["iterations"][0].items() if k in ("n_hard", "n_easy", "eval", "judge")}
+             for a in arms.values()]
+    assert first[0] == first[1]  # iteration 1: the shared run's, in both arms
     # iteration 1 is the shared run's, copied into both arms; generation is each arm's own
     shared = tmp_path / "results/exp-s1"
     for strategy in ("adversarial", "uniform"):
         run = tmp_path / f"results/exp-{strategy}-s1"
         assert (run / "iter1/referee_scores.jsonl").read_text() == (shared / "iter1/referee_scores.jsonl").read_text()
         assert (run / "iter1/new_hard.jsonl").is_file()
+        # iteration 2 is the arm's own, trained from its copy of the iteration-1 checkpoint (above)
+        assert (run / "iter2/student/training_log.json").is_file() and not (shared / "iter2").exists()
     assert not (shared / "iter1/new_hard.jsonl").exists() and not (shared / "summary.json").exists()
     proc = _snakemake(tmp_path, "experiment", "-n", *base, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]  # up to date: only the target's printout would run
