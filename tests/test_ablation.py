@@ -124,6 +124,7 @@ def test_compare_by_family_and_composition(tmp_path):
     assert comp[1, "hard split", "add", 1] == (1, 1)
     header, body = composition_table(ablation)
     assert header[3] == "adversarial: L1 / L2" and ["2", "new hard", "add", "0 / 2 (total 2)", "0 / 1 (total 1)"] in body
+    assert ["2", "new hard", "other", "- (total 1)", "- (total 1)"] in body  # no oracle family, no level
     plot_ablation_by_family(ablation, tmp_path / "by_family.png")
     assert (tmp_path / "by_family.png").stat().st_size > 10_000
     header, body = table(ablation, "by_family")

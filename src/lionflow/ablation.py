@@ -247,8 +247,9 @@ def composition_table(ablation: dict) -> tuple[list[str], list[list[str]]]:
         cell[r["level"]] = (r["adversarial"], r["uniform"])
     rows = []
     for (k, name, family), by_level in cells.items():
+        leveled = set(by_level) != {None}  # `other` (no oracle family) has no level: its total only
         rows.append([str(k), name, family, *[
-            " / ".join(f"{by_level.get(lv, (0, 0))[i]:g}" for lv in levels)
+            (" / ".join(f"{by_level.get(lv, (0, 0))[i]:g}" for lv in levels) if leveled else "-")
             + f" (total {sum(c[i] for c in by_level.values()):g})" for i in range(2)]])
     by = " / ".join(f"L{lv}" for lv in levels)
     return ["iter", "set", "family", f"adversarial: {by}", f"uniform: {by}"], rows
