@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx2
@@ -16,10 +17,11 @@ import openai
 import pytest
 import yaml
 
+from lionflow.artifacts import read_jsonl
 from lionflow.oracle import datasets, roles
 from lionflow.oracle.app import create_app
 from lionflow.oracle.roles import respond
-from lionflow.oracle.tasks import BY_NAME, FAMILIES, grade, parse_problem, sample_problem
+from lionflow.oracle.tasks import BY_NAME, FAMILIES, grade, parse_problem, problem_key, sample_problem
 
 ROOT = Path(__file__).resolve().parents[1]
 SORT = ("Sort the numbers in the input in ascending order.", "5, 3, 9")
@@ -220,7 +222,28 @@ def test_datasets_deterministic_disjoint_and_parseable():
 def test_the_dataset_builder_writes_every_committed_demo_file(tmp_path, capsys):
     """One builder (lionflow.oracle.datasets) for the seed pool, the lm-eval data and the judge's questions."""
     files = ["resources/demo/seed_instructions.jsonl", "resources/lm_eval/data/oracle_gen.jsonl",
-             "resources/lm_eval/data/oracle_mc.jsonl", "resources/demo/eval_questions.jsonl"]
+             "resources/lm_eval/data/oracle_mc.jsonl", "resources/demo/eval_questions.jsonl",
+             "resources/lm_eval/data/oracle_levels.jsonl"]
     datasets.main(["--root", str(tmp_path)])
     for f in files:
         assert (tmp_path / f).read_text() == (ROOT / f).read_text(), f
+
+
+
+def test_the_experiments_held_out_suite_covers_every_family_at_every_level():
+    """oracle_levels: 5 questions of every family at every level the world can hold out (parity at level
+    1 has 9 tasks, all in the seed pool), disjoint from the seed pool, the other eval sets and the judge's."""
+    data = ROOT / "resources/lm_eval/data"
+    levels = [json.loads(line) for line in (data / "oracle_levels.jsonl").open()]
+    cells = Counter((r["family"], r["level"]) for r in levels)
+    world = {(f.name, level) for f in FAMILIES for level in range(1, f.max_level + 1)}
+    assert set(cells) == world - {("parity", 1)} and set(cells.values()) == {5}
+    seed_pool = {problem_key(r["instruction"], r.get("input") or "")
+                 for r in read_jsonl(ROOT / "resources/demo/seed_instructions.jsonl", "seed_instruction")}
+    assert {("parity", (("n", str(n)),)) for n in range(1, 10)} <= seed_pool  # why parity L1 is missing
+    others = {problem_key(json.loads(line)["question"]) for name in ("oracle_gen", "oracle_mc")
+              for line in (data / f"{name}.jsonl").open()}
+    judged = {problem_key(q["instruction"], q["input"])
+              for q in read_jsonl(ROOT / "resources/demo/eval_questions.jsonl", "eval_question")}
+    keys = [problem_key(r["question"]) for r in levels]
+    assert len(set(keys)) == len(keys) and not set(keys) & (seed_pool | others | judged)

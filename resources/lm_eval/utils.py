@@ -24,6 +24,10 @@ def load_oracle_mc(**kwargs):
     return _load("oracle_mc.jsonl", **kwargs)
 
 
+def load_oracle_levels(**kwargs):
+    return _load("oracle_levels.jsonl", **kwargs)
+
+
 def exact_answer(text: str) -> str:
     """The answer as the oracle tasks score it: first line, without surrounding space or a final full stop."""
     lines = text.strip().splitlines()

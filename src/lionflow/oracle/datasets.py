@@ -1,9 +1,10 @@
-"""Deterministic demo data: the seed instruction pool and two small eval sets.
+"""Deterministic demo data: the seed instruction pool and the held-out eval sets.
 
 python -m lionflow.oracle.datasets --root /work/main   (re)writes
 resources/demo/seed_instructions.jsonl, resources/lm_eval/data/oracle_gen.jsonl,
-resources/lm_eval/data/oracle_mc.jsonl and the judge's questions, resources/demo/eval_questions.jsonl
-(held out from all three).
+resources/lm_eval/data/oracle_mc.jsonl, the judge's questions, resources/demo/eval_questions.jsonl
+(held out from all three), and the experiment's stratified set resources/lm_eval/data/oracle_levels.jsonl
+(held out from all four).
 
 python -m lionflow.oracle.datasets --synthetic 70000 --out pool.jsonl   writes a synthetic
 paper-scale seed pool (for the benchmarks) instead.
@@ -22,6 +23,7 @@ from .tasks import BY_NAME, FAMILIES, Problem, _parse, problem_key, render, samp
 
 SEED_POOL = (240, 1)     # (n, seed) of the pool the eval sets must avoid
 JUDGE_QUESTIONS = (20, 5)   # (per category, seed) of the judge's question set
+EVAL_LEVELS = (5, 4)        # (per family and level, seed) of the experiment's stratified held-out set
 _MC_FAMILIES = ("larger", "parity", "first_letter")
 
 
@@ -32,8 +34,9 @@ def _pick(rng: random.Random, level_weights: list[float], families=FAMILIES) -> 
     return fam.name, rng.choices(range(1, len(w) + 1), weights=w)[0]
 
 
-def _unique(n: int, rng: random.Random, draw, seen: set) -> list:
-    """Draw n items whose task key is not in `seen` (the set is updated)."""
+def _unique(n: int, rng: random.Random, draw, seen: set, strict: bool = True) -> list:
+    """Draw n items whose task key is not in `seen` (the set is updated); strict=False: as many as the
+    world has left, up to n."""
     out = []
     for _ in range(200 * n):
         if len(out) == n:
@@ -42,7 +45,7 @@ def _unique(n: int, rng: random.Random, draw, seen: set) -> list:
         if key not in seen:
             seen.add(key)
             out.append(item)
-    if len(out) < n:
+    if len(out) < n and strict:
         raise RuntimeError(f"could only draw {len(out)} of {n} distinct tasks")
     return out
 
@@ -97,6 +100,23 @@ def make_eval_mc(n: int, seed: int) -> list[dict]:
                                             "label": choices.index(p.answer), "family": p.family, "level": p.level}
 
     return _unique(n, rng, draw, _pool_keys())
+
+
+def make_eval_levels(per_cell: int, seed: int, exclude: set) -> list[dict]:
+    """Open questions stratified by family and level: `per_cell` of every family at every one of its
+    levels, none of whose tasks is in `exclude` (the seed pool, the other eval sets, the judge's
+    questions). The experiment's held-out suite. A cell with fewer tasks left than `per_cell` gets
+    what is left: parity at level 1 has 9 tasks in all, every one of them in the seed pool."""
+    rng = random.Random(seed)
+    seen, out = set(exclude), []
+    for family in FAMILIES:
+        for level in range(1, family.max_level + 1):
+            def draw(family=family, level=level):
+                p = render(family.name, sample_params(rng, family.name, level))
+                return problem_key(p.instruction), {"question": p.instruction, "answer": p.answer,
+                                                    "family": p.family, "level": p.level}
+            out += _unique(per_cell, rng, draw, seen, strict=False)
+    return out
 
 
 def sample_pool(n: int, seed: int = 0) -> list[Problem]:
@@ -210,10 +230,13 @@ def main(argv: list[str] | None = None) -> None:
     _write(args.root / "resources/lm_eval/data/oracle_gen.jsonl", make_eval_gen(60, 2))
     _write(args.root / "resources/lm_eval/data/oracle_mc.jsonl", make_eval_mc(60, 3))
     exclude = _known_tasks(args.root / "resources/demo/seed_instructions.jsonl",
-                           sorted((args.root / "resources/lm_eval/data").glob("*.jsonl")))
+                           [args.root / f"resources/lm_eval/data/{name}.jsonl" for name in ("oracle_gen", "oracle_mc")])
     out = args.root / "resources/demo/eval_questions.jsonl"
-    n = write_jsonl(out, demo_questions(*JUDGE_QUESTIONS, exclude), "eval_question")
+    questions = demo_questions(*JUDGE_QUESTIONS, exclude)
+    n = write_jsonl(out, questions, "eval_question")
     print(f"wrote {n} questions to {out}")
+    judged = {problem_key(q["instruction"], q["input"]) for q in questions}
+    _write(args.root / "resources/lm_eval/data/oracle_levels.jsonl", make_eval_levels(*EVAL_LEVELS, exclude | judged))
 
 
 if __name__ == "__main__":
