@@ -97,10 +97,10 @@ def test_compare_by_family_and_composition(tmp_path):
 
     summaries = {(st, seed): _summary([{"t": 0.5}, {"t": 0.5}]) for st in ("adversarial", "uniform") for seed in (0, 1)}
     # iteration 2, seed 0: adversarial gets add L2 right, uniform not; seed 1: both the same.
-    items = {("adversarial", 0): {1: _items([1, 0, 0]), 2: _items([1, 1, 0])},
-             ("uniform", 0): {1: _items([1, 0, 0]), 2: _items([1, 0, 0])},
-             ("adversarial", 1): {1: _items([0, 0, 1]), 2: _items([1, 0, 1])},
-             ("uniform", 1): {1: _items([0, 0, 1]), 2: _items([1, 0, 1])}}
+    items = {("adversarial", 0): {0: _items([0, 0, 0]), 1: _items([1, 0, 0]), 2: _items([1, 1, 0])},
+             ("uniform", 0): {0: _items([0, 0, 0]), 1: _items([1, 0, 0]), 2: _items([1, 0, 0])},
+             ("adversarial", 1): {0: _items([0, 0, 0]), 1: _items([0, 0, 1]), 2: _items([1, 0, 1])},
+             ("uniform", 1): {0: _items([0, 0, 0]), 1: _items([0, 0, 1]), 2: _items([1, 0, 1])}}  # 0: base
     add3 = {"id": "a", "instruction": "What is 1 + 2?", "input": ""}  # add, level 1
     add22 = {"id": "b", "instruction": "What is 12 + 34?", "input": ""}  # add, level 2
     odd = {"id": "c", "instruction": "Write a poem.", "input": ""}
@@ -110,7 +110,7 @@ def test_compare_by_family_and_composition(tmp_path):
     validate(ablation, "ablation", "test")
     rows = {(r["metric"], r["iteration"]): r for r in ablation["by_family"]}
     assert set(rows) == {(m, k) for m in ("oracle_gen add", "oracle_gen add L1", "oracle_gen add L2",
-                                          "oracle_gen sort", "oracle_gen sort L1") for k in (1, 2)}
+                                          "oracle_gen sort", "oracle_gen sort L1") for k in (0, 1, 2)}
     # add, iteration 2: seed 0 adversarial 100% vs uniform 50% (+50 points), seed 1 50% vs 50% (0).
     r = rows["oracle_gen add", 2]
     assert r["items"] == 2 and r["difference"]["values"] == [50.0, 0.0] and r["difference"]["mean"] == 25.0

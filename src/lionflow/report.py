@@ -358,6 +358,11 @@ def plot_ablation_by_family(ablation: dict, path) -> None:
         left.grid(alpha=0.3)
         for ax, names in ((middle, ("hard split",)), (right, ("new hard", "new easy"))):
             comp = [r for r in ablation["composition"] if r["iteration"] == k and r["set"] in names]
+            if not comp:  # the base student (iteration 0): no split, no generation yet
+                ax.text(0.5, 0.5, f"iteration {k}: the base student,\nbefore any split or generation",
+                        ha="center", va="center", transform=ax.transAxes)
+                ax.axis("off")
+                continue
             families = sorted({r["family"] for r in comp})
             for i, (arm, color) in enumerate((("adversarial", "#d62728"), ("uniform", "#7f7f7f"))):
                 counts = [sum(r[arm] for r in comp if r["family"] == f) for f in families]
