@@ -2,7 +2,9 @@
 
 Configurable latency, concurrent capacity (requests beyond it wait in a queue, as on a busy
 vLLM server), RPM/TPM rate limits answered with 429 + Retry-After, fault injection (429, 500,
-503, timeouts, malformed JSON, truncated bodies, dropped connections), a request log, and the
+503, timeouts, malformed JSON, truncated bodies, dropped connections, an HTML page or JSON without
+`choices` answered 200), answers rewritten (`content`, `finish_reason`: a teacher that cuts, returns
+nothing or refuses), a request log, and the
 Batch API (files + batches) so that batch mode is tested for real. Test machinery: it lives
 with the tests (aiohttp and psutil come with the `test` extra), never in the runtime package. Answers can carry a
 `system_fingerprint` and a served model name (change them mid-run through ``POST config`` or
@@ -37,7 +39,7 @@ from aiohttp import web
 
 from lionflow.oracle.app import _BadRequest, _completion, _error
 
-FAULT_KINDS = ("429", "500", "503", "timeout", "malformed_json", "truncated", "drop")
+FAULT_KINDS = ("429", "500", "503", "timeout", "malformed_json", "truncated", "drop", "html", "no_choices")
 
 
 class _UnknownModel(Exception):
@@ -73,6 +75,8 @@ class ServerConfig:
     system_fingerprint: str | None = None   # sent with every answer when set (change it mid-run: a new teacher)
     served_model: str | None = None   # the model name answers carry; None - the one asked for
     models: tuple[str, ...] | None = None   # models served; another is answered 404 model_not_found (None: any)
+    content: str | None = None        # every answer's text, when set (e.g. "" or a refusal)
+    finish_reason: str | None = None  # every answer's finish_reason, when set (e.g. "length")
 
     def __post_init__(self):
         unknown = set(self.fault_kinds) - set(FAULT_KINDS)
@@ -189,6 +193,10 @@ class _Server:
             reply["model"] = c.served_model
         if c.system_fingerprint is not None:
             reply["system_fingerprint"] = c.system_fingerprint
+        if c.content is not None:
+            reply["choices"][0]["message"]["content"] = c.content
+        if c.finish_reason is not None:
+            reply["choices"][0]["finish_reason"] = c.finish_reason
         return reply
 
     def _pick_fault(self, key: str) -> str | None:
@@ -222,9 +230,14 @@ class _Server:
             self.record(**log, outcome="fault:drop", status=None)
             transport.abort()
             raise _NoAnswer("drop fault")
+        content_type = "application/json"
         if fault == "malformed_json":
             data = data[: len(data) // 2] + b"<html>Bad gateway"
-        resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        elif fault == "html":       # a proxy's or a login page, answered 200
+            data, content_type = b"<!DOCTYPE html><html><body>Service unavailable</body></html>", "text/html"
+        elif fault == "no_choices":
+            data = json.dumps({"object": "chat.completion", "model": reply["model"], "detail": "queued"}).encode()
+        resp = web.StreamResponse(status=200, headers={"Content-Type": content_type})
         resp.content_length = len(data)
         try:
             await resp.prepare(request)
@@ -240,7 +253,7 @@ class _Server:
         except ConnectionError as e:
             self.record(**log, outcome="client_gone", status=None)
             raise _NoAnswer("client went away") from e
-        self.record(**log, outcome="fault:malformed_json" if fault else "ok", status=200)
+        self.record(**log, outcome=f"fault:{fault}" if fault else "ok", status=200)
         return resp
 
     # ------------------------------------------------------------------ Batch API
@@ -447,7 +460,7 @@ def main(argv: list[str] | None = None) -> None:
             ap.add_argument("--fault-kinds", default=",".join(FAULT_KINDS), help="comma-separated subset of faults")
         elif f.name == "models":
             ap.add_argument("--models", help="comma-separated models served (default: any)")
-        elif f.name in ("system_fingerprint", "served_model"):
+        elif f.name in ("system_fingerprint", "served_model", "content", "finish_reason"):
             ap.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None)
         elif f.name != "api_key":  # a key is read from the environment, never from the command line
             kind = int if f.name in ("capacity", "max_faults_per_request", "seed") else float

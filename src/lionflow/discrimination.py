@@ -47,6 +47,15 @@ def parse_scores(reply: str) -> tuple[float, float]:
     return found["1"], found["2"]
 
 
+def score_check(reply) -> str | None:
+    """For the circuit breaker: 'unparseable reply' when a paid reply holds no usable score lines."""
+    try:
+        parse_scores(reply.content)
+    except ValueError:
+        return UNPARSEABLE
+    return None
+
+
 def pair_answers(teacher: list[dict], student: list[dict]) -> list[dict]:
     """The teacher's and the student's answers to each instruction side by side, in the teacher's order
     (rows: id, instruction, input, answer, answer_student). Both must cover the same ids, once each."""
@@ -77,7 +86,7 @@ def score_pairs(referee: LLM, template: PromptTemplate, teacher: list[dict], stu
             messages = template.messages(instruction=p["instruction"], input=p["input"], answer_1=a1, answer_2=a2)
             requests.append((messages, {"seed": attempt} if attempt else {}))
         replies = referee.complete(requests, desc=f"referee (attempt {attempt + 1})",
-                                   ids=[f"{p['id']} ({first} first)" for p, first in pending])
+                                   ids=[f"{p['id']} ({first} first)" for p, first in pending], check=score_check)
         still_pending = []
         for (p, first), reply in zip(pending, replies):
             verdict = {"first": first, "raw": None, "attempts": attempt + 1,

@@ -182,18 +182,22 @@ def check_vllm(config: dict) -> list[str]:
     return problems
 
 
-# Variables each kind of prompt is rendered with (the stage fills them); which of them must change the request.
+# Variables each kind of prompt is rendered with (the stage fills them): the request must change with each.
 PROMPT_KINDS = {
-    "answer": (("instruction", "input"), "instruction"),
-    "generate": (("instruction", "input"), "instruction"),
-    "score": (("instruction", "input", "answer_1", "answer_2"), "answer_1"),
+    "answer": ("instruction", "input"),
+    "generate": ("instruction", "input"),
+    "score": ("instruction", "input", "answer_1", "answer_2"),
 }
+# A score prompt asks for "Assistant 1: <score>" (or [score], {score}, X, N, a number, ...) and the same for 2.
+_SCORE_ASK = re.compile(r"assistant\s*([12])\s*(?:score\s*)?[:=]\s*\**\s*(?:<[^<>\n]{1,40}>|\[[^\[\]\n]{1,40}\]|"
+                        r"\{[^{}\n]{1,40}\}|\(?score\)?|[xn]\b|\d+(?:\.\d+)?)", re.IGNORECASE)
 
 
 def check_prompts(config: dict) -> list[str]:
     """Every prompt file in use parses, renders with exactly the variables its stage fills, makes a
-    different request for a different instruction (answer), and asks a referee/judge for the score
-    lines our parser reads ("Assistant 1: <score>", "Assistant 2: <score>")."""
+    different request when any one of them changes (the teacher's and the reference's: the
+    instruction and its input), and asks a referee/judge for the exact score lines our parser reads
+    ("Assistant 1: <score>", "Assistant 2: <score>"), not merely names the assistants."""
     from .prompts import PromptTemplate
 
     llm, judge = config["llm"], config["eval"]["judge"]
@@ -207,25 +211,67 @@ def check_prompts(config: dict) -> list[str]:
                     ("eval.judge.reference.prompt", roles["reference"]["prompt"], "answer")]
     problems = []
     for key, path, kind in prompts:
-        names, varying = PROMPT_KINDS[kind]
+        names = PROMPT_KINDS[kind]
         try:
             template = PromptTemplate.load(path)
             a = template.messages(**{n: f"<{n} A>" for n in names})
-            b = template.messages(**{n: f"<{n} A>" if n != varying else f"<{n} B>" for n in names})
+            unchanged = [n for n in names if template.messages(**{m: f"<{m} {'B' if m == n else 'A'}>"
+                                                                  for m in names}) == a]
         except FileNotFoundError:
             problems.append(f"{key}={path!r}: no such file")
             continue
         except (ValueError, OSError) as e:  # YAML, template syntax (with its line), undefined variable
             problems.append(f"{key}: {e}" if str(e).startswith(str(path)) else f"{key}={path!r}: {e}")
             continue
-        if a == b:
-            problems.append(f"{key}={path!r}: the request does not change with {{{{ {varying} }}}}: every "
-                            f"{'instruction' if kind != 'score' else 'pair'} would get the same request")
+        for name in unchanged:
+            problems.append(f"{key}={path!r}: the request does not change with {{{{ {name} }}}}: "
+                            + ("every instruction would get the same request" if name == "instruction" else
+                               f"every {'instruction' if kind != 'score' else 'pair'} would be sent without its "
+                               f"{name}, and paid for"))
         text = "\n".join(m["content"] for m in a)
-        if kind == "score" and not ("Assistant 1" in text and "Assistant 2" in text):
+        if kind == "score" and set(_SCORE_ASK.findall(text)) != {"1", "2"}:
             problems.append(f"{key}={path!r}: does not ask for the score lines the parser reads "
-                            "('Assistant 1: <score>' and 'Assistant 2: <score>'); every reply would fail after "
-                            "being paid for")
+                            "('Assistant 1: <score>' and 'Assistant 2: <score>', each on its own line); every "
+                            "reply would fail after being paid for")
+    return problems
+
+
+# Parameters a server may understand but the openai client does not take as arguments: they go in extra_body.
+SERVER_ONLY_PARAMS = ("top_k", "min_p", "repetition_penalty", "length_penalty", "min_tokens", "best_of",
+                      "use_beam_search", "ignore_eos", "skip_special_tokens", "guided_json", "guided_regex",
+                      "guided_choice", "chat_template_kwargs")
+SET_BY_THE_STAGE = ("model", "messages", "stream", "n")
+
+
+def client_params() -> set[str]:
+    """The keyword arguments the openai client's chat.completions.create accepts."""
+    import inspect
+
+    from openai.resources.chat.completions import AsyncCompletions
+
+    return {name for name, p in inspect.signature(AsyncCompletions.create).parameters.items()
+            if p.kind == p.KEYWORD_ONLY}
+
+
+def check_params(config: dict) -> list[str]:
+    """Every role's sampling parameters are arguments the openai client accepts (a server-only one, such as
+    vLLM's top_k, goes under params.extra_body, sent in the request body as it is)."""
+    import difflib
+
+    accepted, problems = client_params(), []
+    for key, role in roles_in_use(config).items():
+        for name, value in (role.get("params") or {}).items():
+            if name in SET_BY_THE_STAGE:
+                problems.append(f"{key}.params.{name}: set by the stage, not a sampling parameter (remove it)")
+            elif name == "extra_body" and not isinstance(value, dict):
+                problems.append(f"{key}.params.extra_body: must be a mapping of server parameters ({{top_k: 20}})")
+            elif name not in accepted:
+                close = difflib.get_close_matches(name, sorted(accepted - {"model", "messages"}), n=1)
+                problems.append(
+                    f"{key}.params.{name}: not a parameter of the openai client (it would fail every request)"
+                    + (f"; did you mean {close[0]}?" if close else "")
+                    + (f"; a parameter only the server knows goes under {key}.params.extra_body "
+                       f"(extra_body: {{{name}: {value!r}}})" if name in SERVER_ONLY_PARAMS or not close else ""))
     return problems
 
 
@@ -296,10 +342,13 @@ def _student_tokenizer(config: dict):
         return None
 
 
+ANSWER_ROOM = 16   # tokens of student.train.max_length a seed's rendered prompt must leave for an answer
+
+
 def check_seeds(config: dict) -> list[str]:
     """data.seed_instructions: UTF-8 JSONL of valid records (the artifact reader names file and line),
-    each instruction shorter than student.train.max_length tokens (else it is paid for, then cut
-    away in training)."""
+    each instruction, rendered in the student's prompt template, leaving at least ANSWER_ROOM tokens of
+    student.train.max_length for an answer (else it is paid for, then cut away in training)."""
     from .artifacts import ArtifactError, iter_jsonl
 
     path, max_length = config["data"]["seed_instructions"], config["student"]["train"]["max_length"]
@@ -314,23 +363,42 @@ def check_seeds(config: dict) -> list[str]:
     # A token holds at least one byte of text for every tokenizer we meet (byte-level BPE, SentencePiece
     # with byte fallback: at most one token per byte, plus a word-start marker): only longer texts are counted.
     text = lambda r: r["instruction"] + "\n" + (r.get("input") or "")
-    long = [(n, r) for n, r in records if len(text(r).encode("utf-8")) >= max_length // 2]
-    if not long:
-        return []
     tokenizer = _student_tokenizer(config)
+    if tokenizer is not None:
+        from .student.prompting import ensure_chat_template, prompt_text
+
+        try:
+            ensure_chat_template(tokenizer, config["student"]["chat_template"])
+        except OSError:
+            tokenizer = None   # a missing template file: check_student names it
+    if tokenizer is not None:
+        count = lambda r: len(tokenizer(prompt_text(tokenizer, r["instruction"], r.get("input") or ""),
+                                        add_special_tokens=True).input_ids)
+        overhead = count({"instruction": "", "input": ""}) + 8
+    else:
+        count, overhead = (lambda r: len(text(r).encode("utf-8"))), 0
+    bound = lambda r: overhead + len(text(r).encode("utf-8")) + len(text(r).split())
     problems = []
-    for lineno, record in long:
-        n = len(tokenizer(text(record))["input_ids"]) if tokenizer else len(text(record).encode("utf-8"))
-        if n >= max_length:
+    for lineno, record in records:
+        if bound(record) + ANSWER_ROOM <= max_length:
+            continue
+        n = count(record)
+        if n + ANSWER_ROOM > max_length:
             problems.append(f"{path}:{lineno}: instruction {record['id']!r} is {n} tokens"
-                            + ("" if tokenizer else " (bytes: the student's tokenizer is not available yet)")
-                            + f", not shorter than student.train.max_length={max_length}: it would be paid for "
-                            "and then cut away in training (shorten it, drop it, or raise max_length)")
+                            + (" in the student's prompt template" if tokenizer else
+                               " (bytes: the student's tokenizer is not available yet)")
+                            + f", leaving less than {ANSWER_ROOM} tokens of student.train.max_length={max_length} "
+                            "for an answer: it would be paid for and then cut away in training (shorten it, drop "
+                            "it, or raise max_length)")
     return problems[:10] + ([f"... and {len(problems) - 10} more too-long seed instructions"] if len(problems) > 10 else [])
 
 
 def _writable(key: str, path: Path) -> str | None:
-    """Probe `path`, or where it would be created (a dry run creates nothing)."""
+    """Probe `path`, or where it would be created (a dry run creates nothing), symlinks resolved."""
+    try:
+        path = path.resolve()
+    except (OSError, RuntimeError) as e:   # a symlink loop: RuntimeError before Python 3.13, OSError since
+        return f"{key}={str(path)!r}: cannot be resolved ({getattr(e, 'strerror', None) or e}; a symlink loop?)"
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -385,6 +453,15 @@ def check_batch(config: dict) -> list[str]:
     return []
 
 
+def check_next_pools(config: dict) -> list[str]:
+    """With next_train_pool new, the next iterations need new instructions to train on."""
+    gen = config["generation"]
+    if config["iterations"] > 1 and config["pools"]["next_train_pool"] == "new" and gen["new_hard"] + gen["new_easy"] == 0:
+        return ["generation.new_hard=0 and generation.new_easy=0 with pools.next_train_pool=new: iteration 2 would "
+                "have nothing to train on (ask for new instructions, set next_train_pool: all, or iterations: 1)"]
+    return []
+
+
 def check_roles(config: dict) -> list[str]:
     """Every role names a declared endpoint (the other checks need it)."""
     llm = config["llm"]
@@ -396,7 +473,8 @@ def preflight(config: dict) -> None:
     """Raise PreflightError listing every problem found, before any job runs."""
     if problems := check_roles(config):
         raise PreflightError("preflight: " + "; ".join(problems))
-    problems = (check_student(config) + check_vllm(config) + check_prompts(config) + check_prices(config)
+    problems = (check_student(config) + check_vllm(config) + check_prompts(config) + check_params(config)
+                + check_next_pools(config) + check_prices(config)
                 + check_lm_eval(config) + check_batch(config) + check_writable(config) + check_checkpoints(config)
                 + check_seeds(config) + check_judge_questions(config))
     if not config["llm"].get("offline"):

@@ -81,7 +81,7 @@ class BatchSender:
     def __init__(self, books: Books):
         self.books = books
 
-    def complete(self, requests, desc: str, ids=None) -> list[Completion | LLMFailure]:
+    def complete(self, requests, desc: str, ids=None, check=None) -> list[Completion | LLMFailure]:
         return _complete_in_batch(self.books, requests, desc, ids)
 
 
@@ -103,7 +103,9 @@ def _complete_in_batch(books: Books, requests, desc: str, ids=None) -> list[Comp
             results[i] = hit
             continue
         where.setdefault(key, []).append(i)
-        pending[key] = {"model": role.model, "messages": messages, **params}
+        extra_body = params.get("extra_body") or {}   # server-only parameters travel in the body itself
+        pending[key] = {"model": role.model, "messages": messages,
+                        **{k: v for k, v in params.items() if k != "extra_body"}, **extra_body}
     if not pending:
         return results
 

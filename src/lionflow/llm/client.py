@@ -32,7 +32,7 @@ class Sender(Protocol):
     """A way to send: answers (or failures) for `requests`, in order, booked in the role's Books."""
 
     def complete(self, requests: list[tuple[list[dict], dict]], desc: str,
-                 ids: list[str] | None) -> list[Completion | LLMFailure]: ...
+                 ids: list[str] | None, check=None) -> list[Completion | LLMFailure]: ...
 
 
 class CacheOnly:
@@ -41,7 +41,7 @@ class CacheOnly:
     def __init__(self, books: Books):
         self.books = books
 
-    def complete(self, requests, desc: str, ids=None) -> list[Completion]:
+    def complete(self, requests, desc: str, ids=None, check=None) -> list[Completion]:
         books, started = self.books, time.monotonic()
         results = []
         for i, (messages, extra) in enumerate(requests):
@@ -87,15 +87,18 @@ class LLM:
         return self.books.key(messages, self.books.params(extra or {}))
 
     def complete(self, requests: list[tuple[list[dict], dict]], desc: str = "",
-                 ids: list[str] | None = None) -> list[Completion | LLMFailure]:
+                 ids: list[str] | None = None, check=None) -> list[Completion | LLMFailure]:
         """requests: (messages, extra params) pairs; extra params override the role's (e.g. seed).
-        ids: what each request is for (an instruction id), named in errors.
+        ids: what each request is for (an instruction id), named in errors. check: Completion -> the
+        kind of what is wrong with a paid answer the stage cannot use (None: usable), for the
+        circuit breaker (lionflow.llm.breaker; online mode): the first attempts all failing the
+        same way, HTTP errors and unreadable replies included, raise CircuitOpen.
 
         Raises BudgetExceeded (after the requests in flight are answered and cached) when the
         next request could pass `llm.budget_usd`, OfflineMiss (offline) when
         a request is not cached, TeacherChanged (pin_fingerprint) when the model answering changed.
         """
-        results = self.sender.complete(requests, desc or self.role.name, ids)
+        results = self.sender.complete(requests, desc or self.role.name, ids, check)
         self.books.note_damage()
         self.books.check_served()
         return results

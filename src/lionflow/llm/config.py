@@ -67,6 +67,8 @@ class Role:
     offline: bool           # serve only from the cache, send nothing
     pin_fingerprint: bool   # a changed model / system_fingerprint within the run is an error
     lease_s: float          # a claim whose holder shows no heartbeat for this long is taken over
+    breaker_first_n: int    # the first N attempts all failing the same way stop the call (0: never)
+    no_progress_s: float | None   # no answer for this long while sending stops the call (None: never)
 
     @classmethod
     def from_config(cls, config: dict, role: str) -> Role:
@@ -84,7 +86,9 @@ class Role:
         return cls(role, Endpoint.from_config(llm, spec["endpoint"]), model, dict(spec["params"]), price=price,
                    mode=spec["mode"], budget_usd=budget, ledger_dir=llm["ledger_dir"],
                    batch_discount=llm["batch_discount"], batch_poll_s=llm["batch_poll_s"], offline=llm["offline"],
-                   pin_fingerprint=llm["pin_fingerprint"], lease_s=llm["lease_s"])
+                   pin_fingerprint=llm["pin_fingerprint"], lease_s=llm["lease_s"],
+                   breaker_first_n=llm["circuit_breaker"]["first_n"],
+                   no_progress_s=llm["circuit_breaker"]["no_progress_s"])
 
     def where(self) -> str:
         """The role and where it sends: for every error message (never the API key)."""

@@ -9,8 +9,10 @@ once for the whole run, whatever other jobs ask at the same time (lionflow.llm.s
 that finds a key claimed waits for the other job's answer and reads it from the cache); at
 most `max_concurrency` in flight per endpoint; the endpoint's RPM/TPM token buckets, shared
 with the other jobs sending to it; the budget (`Ledger`, for the run); the call, retried by tenacity on transient errors
-(408/409/429/5xx, timeouts, connection errors, malformed bodies) with exponential backoff and
-full jitter, or after the server's Retry-After (which also pauses the endpoint). The SDK's own
+(408/409/429/5xx, timeouts, connection errors, replies that are not a chat completion: a body that
+is not JSON, an HTML page, JSON without `choices`) with exponential backoff and full jitter, or
+after the server's Retry-After (which also pauses the endpoint); the circuit breaker
+(lionflow.llm.breaker) stops the call when its first attempts all fail the same way. The SDK's own
 retries are off so that every attempt passes the rate limiter and is counted. Answers are
 written to the cache the moment they arrive. A request that still fails becomes an
 `LLMFailure` value naming the role, the endpoint and the request: the stage decides
@@ -29,6 +31,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from tqdm import tqdm
 
 from .bookkeeping import Books, Completion, LLMFailure, Stats, describe_request
+from .breaker import Breaker
 from .config import BUILTIN_SCHEME, Endpoint
 from .ledger import BudgetExceeded
 from .limiter import EndpointLimiter
@@ -55,11 +58,40 @@ def make_client(endpoint: Endpoint, max_retries: int | None = None, transport=No
     return openai.AsyncOpenAI(base_url=endpoint.base_url, **kwargs)
 
 
+class UnreadableReply(Exception):
+    """An HTTP 200 whose body is not a chat completion (not JSON, an HTML page, JSON without choices)."""
+
+    def __init__(self, what: str, body: str):
+        self.what, self.body = what, body
+        super().__init__(f"{what}; the body starts {' '.join(body.split())[:200]!r}")
+
+
+def read_reply(r):
+    """The chat completion the SDK parsed, or UnreadableReply naming what came instead."""
+    if isinstance(r, str | bytes):   # the SDK returns the text of a body that is not application/json
+        text = r.decode(errors="replace") if isinstance(r, bytes) else r
+        what = "an HTML page" if text.lstrip()[:15].lower().startswith(("<!doctype html", "<html")) else "not JSON"
+        raise UnreadableReply(f"a reply that is {what}", text)
+    if not getattr(r, "choices", None) or getattr(r.choices[0], "message", None) is None:
+        raise UnreadableReply("a JSON reply without choices", json.dumps(r.to_dict()) if hasattr(r, "to_dict")
+                              else str(r))
+    return r
+
+
 def is_transient(e: BaseException) -> bool:
-    """Worth retrying: 408/409/429/5xx, timeouts, connection errors, a garbled body."""
+    """Worth retrying: 408/409/429/5xx, timeouts, connection errors, a garbled or unreadable body."""
     if isinstance(e, openai.APIStatusError):
         return e.status_code in (408, 409, 429) or e.status_code >= 500
-    return isinstance(e, (openai.APIConnectionError, openai.APIResponseValidationError, json.JSONDecodeError))
+    return isinstance(e, (openai.APIConnectionError, openai.APIResponseValidationError, json.JSONDecodeError,
+                          UnreadableReply))
+
+
+def failure_kind(e: BaseException) -> str:
+    """The kind of a failed attempt, as stats, failure summaries and the circuit breaker name it."""
+    if isinstance(e, UnreadableReply):
+        return f"unreadable reply ({e.what.removeprefix('a reply that is ').removeprefix('a ')})"
+    status = getattr(e, "status_code", None)
+    return f"{type(e).__name__}{f' (HTTP {status})' if status else ''}"
 
 
 def retry_after_s(e: BaseException) -> float | None:
@@ -107,12 +139,14 @@ class OnlineSender:
             share = SharedShare(self.cache.dir, endpoint_key(ep.base_url, ep.name), books.presence)
         self.limiter = EndpointLimiter(ep.rpm, ep.tpm, share=share)
 
-    def complete(self, requests, desc: str, ids=None) -> list[Completion | LLMFailure]:
-        return asyncio.run(self._complete_all(requests, desc, ids))
+    def complete(self, requests, desc: str, ids=None, check=None) -> list[Completion | LLMFailure]:
+        return asyncio.run(self._complete_all(requests, desc, ids, check))
 
-    async def _complete_all(self, requests, desc, ids):
+    async def _complete_all(self, requests, desc, ids, check=None):
         started = time.monotonic()
         ep = self.role.endpoint
+        breaker = Breaker(self.role.where(), self.role.breaker_first_n, self.role.no_progress_s)
+        live: set[asyncio.Task] = set()                     # our sends not finished yet
         claims = Claims(self.cache, self.books.presence)
         client = None                                       # made at the first request we send
         send_slots = asyncio.Semaphore(ep.max_concurrency)
@@ -134,7 +168,22 @@ class OnlineSender:
                 if result is not None:
                     bar.update()
 
+        def open_circuit() -> None:
+            """The breaker opened: nothing more is sent, what is in flight is given up."""
+            for t in list(live):
+                if t is not asyncio.current_task():
+                    t.cancel()
+
+        async def watchdog() -> None:
+            while not breaker.tripped:
+                await asyncio.sleep(min(1.0, self.role.no_progress_s / 4))
+                if not live:
+                    breaker.last_progress = time.monotonic()   # nothing of ours in flight: not stalled
+                elif breaker.stalled():
+                    open_circuit()
+
         def finished(key: str, task: asyncio.Task) -> None:
+            live.discard(task)
             window.release()
             result = None if task.cancelled() else (task.exception() or task.result())
             if isinstance(result, BudgetExceeded):
@@ -157,7 +206,7 @@ class OnlineSender:
             await window.acquire()
             state, info = claims.claim(key)
             if state == "mine":
-                if stop or crashed:
+                if stop or crashed or breaker.tripped:
                     claims.release(key, info, answered=False)
                     window.release()
                     resolve(key, None)
@@ -173,7 +222,11 @@ class OnlineSender:
                         resolve(key, None)
                         return
                 messages, params, rid = bodies[key]
-                task = asyncio.ensure_future(self._send(client, send_slots, key, messages, params, rid))
+                if not live:
+                    breaker.last_progress = time.monotonic()
+                task = asyncio.ensure_future(self._send(client, send_slots, key, messages, params, rid, breaker,
+                                                        open_circuit, check))
+                live.add(task)
                 task.add_done_callback(lambda t, key=key: finished(key, t))
                 tasks.append(task)
                 return
@@ -207,11 +260,12 @@ class OnlineSender:
                         alive[holder] = self.books.presence.alive(info, now)
                     if key in released or not alive[holder]:
                         del deferred[key]
-                        if stop or crashed:
+                        if stop or crashed or breaker.tripped:
                             resolve(key, None)
                         else:
                             await start(key)
 
+        guard = asyncio.ensure_future(watchdog()) if self.role.no_progress_s else None
         try:
             for i, (messages, extra) in enumerate(requests):
                 self.stats.requests += 1
@@ -225,7 +279,7 @@ class OnlineSender:
                     results[i] = hit
                     bar.update()
                     continue
-                if stop or crashed:
+                if stop or crashed or breaker.tripped:
                     continue
                 waiting[key] = [i]
                 bodies[key] = (messages, params, ids[i] if ids else None)
@@ -236,6 +290,8 @@ class OnlineSender:
                 await asyncio.gather(*pending, return_exceptions=True)
                 await wait_for_others()
         finally:
+            if guard is not None:
+                guard.cancel()
             for key in list(gens):   # interrupted: what we hold goes back to the other jobs
                 claims.release(key, gens.pop(key), answered=key in self.cache)
             bar.close()
@@ -246,12 +302,16 @@ class OnlineSender:
             self.stats.wall_s += time.monotonic() - started
         if crashed:
             raise crashed[0]
+        if breaker.tripped:
+            unsent = sum(r is None for r in results)
+            raise type(breaker.tripped)(f"{breaker.tripped} ({unsent} of {len(requests)} requests not answered)")
         if stop:
             unsent = sum(r is None for r in results)
             raise BudgetExceeded(f"{stop[0]} ({self.role.name}: {unsent} of {len(requests)} requests not sent)")
         return results
 
-    async def _send(self, client, send_slots, key, messages, params, rid=None) -> Completion | LLMFailure:
+    async def _send(self, client, send_slots, key, messages, params, rid=None, breaker=None, open_circuit=None,
+                    check=None) -> Completion | LLMFailure:
         prompt_est, completion_est, max_tokens = self.books.estimate(messages, params)
         worst_usd = self.role.price.cost(prompt_est, max_tokens or completion_est)
         if self.ledger:
@@ -278,19 +338,26 @@ class OnlineSender:
                         estimate = prompt_est + self.books.estimate(messages, params)[1]  # learns as answers arrive
                         await self.limiter.acquire(estimate)
                         try:
-                            r = await client.chat.completions.create(model=self.role.model, messages=messages,
-                                                                     **params)
+                            try:
+                                r = read_reply(await client.chat.completions.create(
+                                    model=self.role.model, messages=messages, **params))
+                            except json.JSONDecodeError as e:    # its .doc is the body
+                                raise UnreadableReply("a reply that is not JSON", e.doc) from e
                         except Exception as e:
                             self.limiter.settle_tokens(estimate, 0 if isinstance(e, openai.RateLimitError)
                                                        else estimate)  # unknown: assume it counted
                             self.stats.rate_limited += isinstance(e, openai.RateLimitError)
+                            if (breaker and not isinstance(e, openai.RateLimitError)
+                                    and isinstance(e, (openai.OpenAIError, UnreadableReply))
+                                    and breaker.failed(failure_kind(e), getattr(e, "body", None)
+                                                       if isinstance(e, UnreadableReply) else str(e))):
+                                open_circuit()
                             raise
         except Exception as e:
-            if not isinstance(e, (openai.OpenAIError, json.JSONDecodeError)):
+            if not isinstance(e, (openai.OpenAIError, UnreadableReply)):
                 raise
             self.stats.failures += 1
-            status = getattr(e, "status_code", None)
-            kind = f"{type(e).__name__}{f' (HTTP {status})' if status else ''}"
+            kind = failure_kind(e)
             error = self.books.redact(f"{self.role.where()}: {kind} after {attempt.retry_state.attempt_number} attempt(s) "
                                  f"on {describe_request(key, messages, rid)}: {e}")
             if not is_transient(e):
@@ -307,6 +374,15 @@ class OnlineSender:
         self.books.book(usage, served_model=served, system_fingerprint=fingerprint)
         if choice.message.content is None:
             self.stats.failures += 1
+            if breaker and breaker.failed("empty message", f"finish_reason={choice.finish_reason}"):
+                open_circuit()
             return LLMFailure(f"{self.role.where()}: empty message (finish_reason={choice.finish_reason}) on "
                               f"{describe_request(key, messages, rid)}", "empty message")
-        return self.books.store(key, choice.message.content, choice.finish_reason, usage, served, fingerprint)
+        completion = self.books.store(key, choice.message.content, choice.finish_reason, usage, served, fingerprint)
+        problem = check(completion) if check else None
+        if breaker:
+            if problem is None:
+                breaker.answered()
+            elif breaker.failed(problem, completion.content or f"(no text; finish_reason={completion.finish_reason})"):
+                open_circuit()
+        return completion
