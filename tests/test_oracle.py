@@ -159,7 +159,7 @@ def test_app_through_async_openai_client():
             model="oracle", max_completion_tokens=2,
             messages=render("referee", instruction=SORT[0], input=SORT[1], answer_1="a", answer_2="b"))
         assert r.choices[0].finish_reason == "length"
-        assert [m.id for m in (await client.models.list()).data] == ["oracle"]
+        assert [m.id for m in (await client.models.list()).data] == ["oracle", "oracle-1"]
         with pytest.raises(openai.BadRequestError):
             await client.chat.completions.create(model="oracle", messages=[{"role": "user", "content": "hi"}], n=2)
         with pytest.raises(openai.BadRequestError):

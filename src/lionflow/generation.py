@@ -13,6 +13,7 @@ Kept ones record their lineage: parent id, where it was drawn from, ROUGE-L F wi
 
 from __future__ import annotations
 
+import collections
 import logging
 import unicodedata
 import zlib
@@ -162,3 +163,20 @@ def generate_instructions(generator: LLM, template: PromptTemplate, examples: pl
     if len(kept) < count:
         log.warning("kept %d of %d new %s instructions after %d rounds", len(kept), count, origin, max_rounds)
     return kept, rejected
+
+
+def check_next_train_pool(kept: dict[str, int], asked: dict[str, int], rejected: list[dict], mode: str,
+                          iteration: int) -> None:
+    """With pools.next_train_pool new, the next iteration trains on the instructions kept here: none kept is
+    an error now, naming what the filters rejected, before anything of the next iteration is paid for.
+    kept, asked: per origin (hard, easy), the instructions kept and asked for (generation.new_<origin>)."""
+    if mode != "new" or sum(kept.values()):
+        return
+    reasons = collections.Counter(r["reason"] for r in rejected)
+    shown = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common()) or "none"
+    raise ValueError(
+        f"generation (iteration {iteration}): no new instruction kept ("
+        + ", ".join(f"new_{o}: {kept[o]} of {asked[o]} asked (generation.new_{o})" for o in asked)
+        + f"; rejected by the filters: {shown}) and pools.next_train_pool=new: iteration {iteration + 1} would "
+        "have nothing to train on; nothing of it was paid for. Ask for more (generation.new_hard, new_easy, "
+        "max_rounds), relax the filters (generation.rouge_threshold, min_words), or set pools.next_train_pool: all")

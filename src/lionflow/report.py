@@ -18,7 +18,7 @@ from tabulate import tabulate  # noqa: E402
 
 from .evaluation import group_label  # noqa: E402
 from .provenance import describe  # noqa: E402
-from .summary import llm_total, stage_totals  # noqa: E402
+from .summary import excluded_answers, llm_total, stage_totals  # noqa: E402
 
 STAGES = ("teacher_train", "teacher_cache", "referee", "generator")  # per-iteration LLM stages, in loop order
 
@@ -89,9 +89,15 @@ def loop_table(summary: dict) -> tuple[list[str], list[list[str]]]:
                      pct(it["teacher_score_mean"], 2), pct(it["student_score_mean"], 2), str(it["referee_failures"]),
                      str(it["new_hard"]), str(it["new_easy"]),
                      str(it["rejected"]["contaminated"]) if "rejected" in it else "n/a",
-                     str(llm["paid"]), str(llm["cache_hits"])])
+                     str(llm["paid"]), str(llm["cache_hits"]), excluded_cell(excluded_answers(it.get("llm", {}).values()))])
     return ["iter", "train", "cache", "hard", "easy", "hard %", "teacher", "student", "referee failed",
-            "new hard", "new easy", "contaminated", "paid", "cached"], rows
+            "new hard", "new easy", "contaminated", "paid", "cached", "answers excluded"], rows
+
+
+def excluded_cell(counts: dict[str, int]) -> str:
+    """'0', or the total with its kinds: '3 (2 cut, 1 empty)'."""
+    total = sum(counts.values())
+    return f"{total} ({', '.join(f'{n} {k}' for k, n in counts.items() if n)})" if total else "0"
 
 
 def referee_table(summary: dict) -> tuple[list[str], list[list[str]]]:

@@ -10,6 +10,7 @@ import polars as pl
 from .artifacts import read_json, schema, write_json
 from .discrimination import referee_reliability
 from .frames import scan_frame
+from .imitation import EXCLUDED_KINDS
 from .lineage import families_of, index_files
 from .provenance import provenance
 
@@ -39,6 +40,13 @@ def rejection_counts(rejected_path) -> dict[str, int]:
     return {reason: int(counts.get(reason, 0)) for reason in schema("rejected_instruction")["properties"]["reason"]["enum"]}
 
 
+def excluded_answers(stages) -> dict[str, int]:
+    """Teacher answers excluded from training (llm.answer_checks) per kind, summed over stages' llm_stats
+    (0 for stages and older artifacts without the count)."""
+    stages = list(stages)
+    return {kind: sum((s.get("excluded_answers") or {}).get(kind, 0) for s in stages) for kind in EXCLUDED_KINDS}
+
+
 def iteration_summary(k: int, inputs, *, llm: dict, evaluation: dict, judge: dict | None = None,
                       threshold: float, min_order_agreement: float) -> dict:
     """Iteration k's row: pool and split sizes, referee scores and reliability, rejections, LLM statistics,
@@ -50,6 +58,7 @@ def iteration_summary(k: int, inputs, *, llm: dict, evaluation: dict, judge: dic
     return {"iteration": k, **sizes, **score_statistics(scores),
             "referee": referee_reliability(scores, threshold, min_order_agreement),
             "rejected": rejection_counts(inputs.rejected[i]),
+            "excluded_answers": excluded_answers(llm.values()),
             "llm": llm, "eval": evaluation, "judge": judge}
 
 
@@ -119,15 +128,16 @@ def format_table(summary: dict) -> str:
     # The judge's relative score (mean of both orders, %), when the open-ended evaluation ran.
     judge = lambda j: "-" if not j or j["overall"]["mean_relative"] is None else f"{j['overall']['mean_relative']:.1f}"
     head = ["iter", "train", "cache", "hard", "easy", "new_hard", "new_easy", "teacher", "student", "ref_fail",
-            "paid", "cached"] + tasks + ["judge %"]
-    rows = [["base"] + [""] * 11 + [f"{summary['base_eval'][t]:.3f}" for t in tasks] + [judge(summary.get("base_judge"))]]
+            "paid", "cached", "excluded"] + tasks + ["judge %"]
+    rows = [["base"] + [""] * 12 + [f"{summary['base_eval'][t]:.3f}" for t in tasks] + [judge(summary.get("base_judge"))]]
     for it in summary["iterations"]:
         total = llm_total(it["llm"].values())
         paid, cached = total["paid"], total["cache_hits"]
         fmt = lambda x: "-" if x is None else f"{x:.2f}"
         rows.append([str(it["iteration"]), str(it["train_pool_size"]), str(it["cache_pool_size"]), str(it["n_hard"]),
                      str(it["n_easy"]), str(it["new_hard"]), str(it["new_easy"]), fmt(it["teacher_score_mean"]),
-                     fmt(it["student_score_mean"]), str(it["referee_failures"]), str(paid), str(cached)]
+                     fmt(it["student_score_mean"]), str(it["referee_failures"]), str(paid), str(cached),
+                     str(sum(excluded_answers(it["llm"].values()).values()))]
                     + [f"{it['eval'].get(t, float('nan')):.3f}" for t in tasks] + [judge(it.get("judge"))])
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [head, *rows])

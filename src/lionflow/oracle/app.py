@@ -8,6 +8,8 @@ import time
 from .roles import _text, respond
 
 MODEL = "oracle"
+# The names it answers to in its model list: its own and the one config/config.yaml asks for (it answers any).
+MODELS = (MODEL, "oracle-1")
 _ids = itertools.count(1)
 
 
@@ -53,7 +55,7 @@ def _route(method: str, path: str, body: bytes) -> tuple[int, dict]:
     path = path.rstrip("/")
     if path == "/v1/models" and method == "GET":
         return 200, {"object": "list",
-                     "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "lionflow"}]}
+                     "data": [{"id": m, "object": "model", "created": 0, "owned_by": "lionflow"} for m in MODELS]}
     if path == "/v1/chat/completions" and method == "POST":
         try:
             return 200, _completion(json.loads(body or b"null"))

@@ -178,13 +178,22 @@ def load_student(init_dir, cfg: TrainConfig, run: Setup):
     return tokenizer, model, lora, counts
 
 
-def encode_examples(tokenizer, examples: list[dict], max_length: int) -> tuple[list[dict], int]:
-    """Token ids and labels of every example, and how many were truncated."""
+def encode_examples(tokenizer, examples: list[dict], max_length: int) -> tuple[list[dict], int, int]:
+    """Token ids and labels of the examples with an answer token left to train on, how many were
+    truncated, and how many were excluded (their prompt fills max_length: a paid answer with no token
+    trained, and a NaN loss in a batch of only such examples)."""
     encoded = [encode_example(tokenizer, ex, max_length) for ex in examples]
     n_trunc = sum(t for _, t in encoded)
     if n_trunc:
         log.warning("truncated %d/%d examples to max_length=%d", n_trunc, len(encoded), max_length)
-    return [f for f, _ in encoded], n_trunc
+    kept = [f for f, _ in encoded if any(label != -100 for label in f["labels"])]
+    if len(kept) < len(encoded):
+        log.warning("excluded %d/%d examples: their prompt fills student.train.max_length=%d, no answer token "
+                    "left to train on", len(encoded) - len(kept), len(encoded), max_length)
+    if not kept:
+        raise ValueError(f"no training example left: {len(encoded)} given, {len(encoded) - len(kept)} of them with "
+                         f"no answer token within student.train.max_length={max_length}")
+    return kept, n_trunc, len(encoded) - len(kept)
 
 
 def optimization(model, cfg: TrainConfig, run: Setup, n_examples: int):
@@ -308,7 +317,7 @@ def train(init_dir, examples: list[dict], out_dir, cfg: TrainConfig, state_dir=N
     state_dir = Path(state_dir) if state_dir else None
     run = setup(cfg, device)
     tokenizer, model, lora, counts = load_student(init_dir, cfg, run)
-    data, n_trunc = encode_examples(tokenizer, examples, cfg.max_length)
+    data, n_trunc, n_excluded = encode_examples(tokenizer, examples, cfg.max_length)
     model, optimizer, scheduler, total_steps = optimization(model, cfg, run, len(data))
     progress = resume(run.accelerator, state_dir)
     log.info("%d examples, %d epochs, %d optimizer steps (batch %d x %d proc x %d accum), %s", len(data), cfg.epochs,
@@ -324,6 +333,7 @@ def train(init_dir, examples: list[dict], out_dir, cfg: TrainConfig, state_dir=N
     losses.flush()
 
     summary = {"config": dataclasses.asdict(cfg), "num_examples": len(data), "truncated": n_trunc,
+               "excluded_no_answer_token": n_excluded,
                "num_processes": run.accelerator.num_processes, "grad_accum": run.grad_accum, "optimizer_steps": step,
                "resumed_from_step": progress["step"] if progress["resumed"] else None,
                "final_loss": losses.history[-1]["loss"] if losses.history else None,
