@@ -137,6 +137,20 @@ CONFIG_CASES = [
     ("missing seed file", "data.seed_instructions", "data/seeds.jsonl", ["data.seed_instructions", "no such file"]),
     ("missing teacher prompt", "llm.teacher.prompt", "resources/prompts/teachr.yaml", ["llm.teacher.prompt", "no such"]),
     ("missing judge question file", "eval.judge.questions", "resources/demo/none.jsonl", ["eval.judge.questions"]),
+    ("a sampling parameter typo", "llm.teacher.params", {"max_token": 64},
+     ["llm.teacher.params.max_token", "not a parameter of the openai client", "did you mean max_tokens?"]),
+    ("vLLM's top_k beside the client's parameters", "llm.referee.params", {"temperature": 0.2, "top_k": 20},
+     ["llm.referee.params.top_k", "llm.referee.params.extra_body (extra_body: {top_k: 20})"]),
+    ("vLLM's min_p for the generator", "llm.generator.params", {"min_p": 0.05}, ["llm.generator.params.min_p",
+                                                                                "extra_body"]),
+    ("vLLM's repetition_penalty for the judge", "eval.judge.params", {"repetition_penalty": 1.1},
+     ["eval.judge.params.repetition_penalty", "extra_body"]),
+    ("the model among the sampling parameters", "llm.teacher.params", {"model": "gpt-4o"},
+     ["llm.teacher.params.model", "set by the stage"]),
+    ("extra_body not a mapping", "llm.teacher.params", {"extra_body": "top_k=20"}, ["llm.teacher.params.extra_body"]),
+    ("max_length shorter than template + longest seed + an answer", "student.train.max_length", 100,
+     ["tests/micro/seed_instructions.jsonl:", "tokens in the student's prompt template",
+      "leaving less than 16 tokens of student.train.max_length=100 for an answer"]),
 ]
 
 
@@ -196,6 +210,17 @@ PROMPT_CASES = [
      ["not valid YAML", "line"]),
     ("template syntax error names its line", "llm.teacher.prompt", "user: '{{ instruction '\n", ["template line 1"]),
     ("a prompt that is not a mapping of roles", "llm.teacher.prompt", "- just a list\n", []),
+    ("teacher drops the input", "llm.teacher.prompt", "user: '{{ instruction }}'\n",
+     ["does not change with {{ input }}", "sent without its input"]),
+    ("generator drops the input", "llm.generator.prompt_easy", "user: 'Write a task like: {{ instruction }}'\n",
+     ["does not change with {{ input }}"]),
+    ("referee keeps the answer markers but asks for no score lines", "llm.referee.prompt",
+     "user: \"{{ instruction }} {{ input }} [The Start of Assistant 1's Answer] {{ answer_1 }} [The End of Assistant 1's "
+     "Answer] [The Start of Assistant 2's Answer] {{ answer_2 }} [The End of Assistant 2's Answer] Which assistant "
+     "answered better, Assistant 1 or Assistant 2?\"\n", ["score lines the parser reads"]),
+    ("judge asks for one score line only", "eval.judge.prompt",
+     "user: '{{ instruction }} {{ input }} A: {{ answer_1 }} B: {{ answer_2 }} End with Assistant 1: <score>'\n",
+     ["score lines the parser reads"]),
     ("an empty prompt file", "llm.teacher.prompt", "", []),
 ]
 
@@ -223,6 +248,59 @@ def test_a_referee_template_without_score_lines_pays_nothing(base, server, tmp_p
     before = paid(server)
     assert "score lines" in problems_of(config)
     assert paid(server) == before == paid(server)
+
+
+def test_a_reference_prompt_without_the_input_fails_the_dry_run(base, server, tmp_path):
+    path = tmp_path / "reference.yaml"
+    path.write_text("user: 'Answer: {{ instruction }}'\n")
+    config = copy.deepcopy(base)
+    config["eval"]["judge"]["reference"] = {"endpoint": "remote", "model": "oracle", "prompt": str(path)}
+    before = paid(server)
+    message = problems_of(config)
+    assert f"eval.judge.reference.prompt={str(path)!r}: the request does not change with {{{{ input }}}}" in message
+    assert paid(server) == before
+
+
+def test_server_only_parameters_reach_the_server_through_extra_body(base, server, tmp_path):
+    """vLLM's top_k, min_p, repetition_penalty: under params.extra_body they pass the preflight and arrive in the
+    request body itself."""
+    config = copy.deepcopy(base)
+    extra = {"top_k": 20, "min_p": 0.05, "repetition_penalty": 1.1}
+    config["llm"]["teacher"]["params"] = {"temperature": 0.7, "max_tokens": 64, "extra_body": extra}
+    assert problems_of(config) is None
+    llm = make_llm(server.url, tmp_path / "cache", endpoint="remote", model="oracle", params={
+        "max_tokens": 64, "extra_body": extra})
+    before = len(server.log())
+    [reply] = llm.complete([([{"role": "user", "content": "What is 2 plus 40?"}], {})])
+    [entry] = server.log()[before:]
+    assert entry["outcome"] == "ok" and set(extra) <= set(entry["fields"]) and "extra_body" not in entry["fields"]
+    assert reply.content
+
+
+def test_no_new_instructions_with_next_train_pool_new_fails_the_dry_run(base, server):
+    config = copy.deepcopy(base)
+    config["generation"] |= {"new_hard": 0, "new_easy": 0}
+    config["pools"] = {"next_train_pool": "new"}
+    message = problems_of(config)
+    assert "generation.new_hard=0 and generation.new_easy=0 with pools.next_train_pool=new" in message
+    config["iterations"] = 1
+    assert problems_of(config) is None
+
+
+def test_a_cache_dir_symlink_loop_is_named_at_preflight(base, server, tmp_path):
+    (tmp_path / "loop-a").symlink_to(tmp_path / "loop-b")
+    (tmp_path / "loop-b").symlink_to(tmp_path / "loop-a")
+    config = copy.deepcopy(base)
+    config["llm"]["cache_dir"] = str(tmp_path / "loop-a" / "llm")
+    before = paid(server)
+    message = problems_of(config)
+    assert f"llm.cache_dir={str(tmp_path / 'loop-a' / 'llm')!r}: cannot be resolved" in message, message
+    assert paid(server) == before
+    # a symlink to a directory elsewhere is followed, and passes
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    config["llm"]["cache_dir"] = str(tmp_path / "link" / "llm")
+    assert problems_of(config) is None
 
 
 # ----------------------------------------------------------------------------------- seed files

@@ -158,7 +158,10 @@ class _Server:
             self.record(**log, outcome="unauthorized", status=401)
             return _json(*_error(401, "invalid API key", "authentication_error"))
         try:
-            reply = self._reply(json.loads(body or b"null"))
+            req = json.loads(body or b"null")
+            if isinstance(req, dict):
+                log["fields"] = sorted(req)      # the request's parameters, as the server received them
+            reply = self._reply(req)
         except (json.JSONDecodeError, UnicodeDecodeError, _BadRequest) as e:
             self.record(**log, outcome="bad_request", status=400)
             return _json(*_error(400, str(e) if isinstance(e, _BadRequest) else "malformed JSON body"))

@@ -63,17 +63,17 @@ class UnreadableReply(Exception):
 
     def __init__(self, what: str, body: str):
         self.what, self.body = what, body
-        super().__init__(f"{what}; the body starts {' '.join(body.split())[:200]!r}")
+        super().__init__(f"the reply is {what}; the body starts {' '.join(body.split())[:200]!r}")
 
 
 def read_reply(r):
     """The chat completion the SDK parsed, or UnreadableReply naming what came instead."""
     if isinstance(r, str | bytes):   # the SDK returns the text of a body that is not application/json
         text = r.decode(errors="replace") if isinstance(r, bytes) else r
-        what = "an HTML page" if text.lstrip()[:15].lower().startswith(("<!doctype html", "<html")) else "not JSON"
-        raise UnreadableReply(f"a reply that is {what}", text)
+        html = text.lstrip()[:15].lower().startswith(("<!doctype html", "<html"))
+        raise UnreadableReply("an HTML page" if html else "not JSON", text)
     if not getattr(r, "choices", None) or getattr(r.choices[0], "message", None) is None:
-        raise UnreadableReply("a JSON reply without choices", json.dumps(r.to_dict()) if hasattr(r, "to_dict")
+        raise UnreadableReply("JSON without choices", json.dumps(r.to_dict()) if hasattr(r, "to_dict")
                               else str(r))
     return r
 
@@ -89,7 +89,7 @@ def is_transient(e: BaseException) -> bool:
 def failure_kind(e: BaseException) -> str:
     """The kind of a failed attempt, as stats, failure summaries and the circuit breaker name it."""
     if isinstance(e, UnreadableReply):
-        return f"unreadable reply ({e.what.removeprefix('a reply that is ').removeprefix('a ')})"
+        return f"unreadable reply ({e.what.removeprefix('an ')})"
     status = getattr(e, "status_code", None)
     return f"{type(e).__name__}{f' (HTTP {status})' if status else ''}"
 
@@ -331,7 +331,8 @@ class OnlineSender:
 
         try:
             async for attempt in AsyncRetrying(stop=stop_after_attempt(self.role.endpoint.max_retries + 1),
-                                               wait=wait, retry=retry_if_exception(is_transient),
+                                               wait=wait, retry=retry_if_exception(
+                                                   lambda e: is_transient(e) and not (breaker and breaker.tripped)),
                                                before_sleep=count, reraise=True):
                 with attempt:
                     async with send_slots:
@@ -342,7 +343,7 @@ class OnlineSender:
                                 r = read_reply(await client.chat.completions.create(
                                     model=self.role.model, messages=messages, **params))
                             except json.JSONDecodeError as e:    # its .doc is the body
-                                raise UnreadableReply("a reply that is not JSON", e.doc) from e
+                                raise UnreadableReply("not JSON", e.doc) from e
                         except Exception as e:
                             self.limiter.settle_tokens(estimate, 0 if isinstance(e, openai.RateLimitError)
                                                        else estimate)  # unknown: assume it counted
