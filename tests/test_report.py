@@ -128,3 +128,19 @@ def test_lineage_table_counts_hard_instructions_per_seed_family(summary):
     assert lineage_table(summary) == (["iter", "add", "repeat", "sort", "hard"],
                                       [["1", "4", "2", "0", "6"], ["2", "5", "0", "3", "8"]])
     assert "| sort" in run_report_markdown(summary).split("## Hard instructions by seed family")[1]
+
+
+def test_excluded_teacher_answers_are_counted_per_iteration_in_summary_and_report(summary):
+    from lionflow.summary import excluded_answers, format_table
+
+    summary["iterations"][1]["llm"]["teacher_train"]["excluded_answers"] = {"empty": 1, "cut": 2, "refusal": 0}
+    summary["iterations"][1]["llm"]["teacher_cache"]["excluded_answers"] = {"empty": 0, "cut": 1, "refusal": 1}
+    summary["iterations"][1]["excluded_answers"] = excluded_answers(summary["iterations"][1]["llm"].values())
+    validate(summary, "summary", "test")
+    assert summary["iterations"][1]["excluded_answers"] == {"empty": 1, "cut": 3, "refusal": 1}
+    header, rows = loop_table(summary)
+    column = header.index("answers excluded")
+    assert [r[column] for r in rows] == ["0", "5 (1 empty, 3 cut, 1 refusal)"]
+    table = format_table(summary).splitlines()
+    excl = table[0].split().index("excluded")
+    assert [line.split()[excl] for line in table[2:]] == ["0", "5"]
