@@ -59,7 +59,7 @@ class ScriptedReferee:
     def __init__(self, replies):
         self.replies, self.seen = list(replies), []
 
-    def complete(self, requests, desc="", ids=None):
+    def complete(self, requests, desc="", ids=None, check=None):
         self.seen += [extra for _, extra in requests]
         return [Completion(self.replies.pop(0), "stop", False) for _ in requests]
 
