@@ -237,3 +237,21 @@ def test_an_empty_next_train_pool_fails_at_generation_naming_the_filters():
         assert fragment in message, message
     check_next_train_pool({"hard": 0, "easy": 0}, {"hard": 4, "easy": 4}, rejected, "all", iteration=1)
     check_next_train_pool({"hard": 1, "easy": 0}, {"hard": 4, "easy": 4}, rejected, "new", iteration=1)
+
+
+# ----------------------------------------------------------------------------------- training examples
+def test_an_example_whose_answer_max_length_cuts_away_is_excluded_and_counted():
+    """A paid answer with no token left to train on (its prompt fills max_length) is left out and counted,
+    not trained on as an all-masked example (a NaN loss in a batch of only such examples)."""
+    from lionflow.student.builtin import build_tokenizer
+    from lionflow.student.train import encode_examples
+
+    tok = build_tokenizer()
+    short = {"instruction": "Add 2 and 3.", "input": "", "answer": "5"}
+    long = {"instruction": "Sort these numbers: " + " ".join(str(n) for n in range(40)), "input": "", "answer": "0 1"}
+    data, truncated, excluded = encode_examples(tok, [short, long, short], max_length=96)
+    assert len(data) == 2 and excluded == 1 and truncated == 1
+    assert all(any(label != -100 for label in f["labels"]) for f in data)
+    with pytest.raises(ValueError, match=r"no training example left: 1 given, 1 of them with no answer token within "
+                                         r"student.train.max_length=96"):
+        encode_examples(tok, [long], max_length=96)
