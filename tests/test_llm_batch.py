@@ -58,3 +58,16 @@ def test_batch_mode_refuses_the_in_process_oracle(tmp_path):
     llm = make_llm("builtin://oracle", tmp_path, endpoint="o", mode="batch")
     with pytest.raises(ValueError, match="mode: batch needs an endpoint with the Batch API"):
         llm.complete([([{"role": "user", "content": "x"}], {})])
+
+
+def test_server_only_parameters_travel_in_the_batch_request_body(tmp_path):
+    """params.extra_body (vLLM's top_k, min_p, ...) is merged into each batch line's body, as the online client
+    merges it into the request."""
+    extra = {"top_k": 20, "min_p": 0.05}
+    with TestServer(ServerConfig(batch_delay_s=0.05)) as server:
+        llm = make_llm(server.url, tmp_path / "cache", params={"max_tokens": 64, "extra_body": extra}, mode="batch",
+                       batch_poll_s=0.05)
+        [reply] = llm.complete([(TEACHER.messages(instruction="Add 2 and 3.", input=""), {})])
+        [entry] = [e for e in server.log() if e["outcome"] == "batch_ok"]
+    assert isinstance(reply, Completion)
+    assert {"top_k", "min_p", "max_tokens"} <= set(entry["fields"]) and "extra_body" not in entry["fields"]

@@ -325,7 +325,8 @@ class _Server:
                 continue
             usage = reply["usage"]
             self.record(path="batch", key=body_key(body), outcome="batch_ok", status=200, batch_id=batch["id"],
-                        prompt_tokens=usage["prompt_tokens"], completion_tokens=usage["completion_tokens"])
+                        prompt_tokens=usage["prompt_tokens"], completion_tokens=usage["completion_tokens"],
+                        fields=sorted(item["body"]))
             out.append({"id": f"batch_req_{uuid.uuid4().hex[:12]}", "custom_id": item["custom_id"],
                         "response": {"status_code": 200, "request_id": reply["id"], "body": reply}, "error": None})
         for kind, rows in (("output_file_id", out), ("error_file_id", errors)):
