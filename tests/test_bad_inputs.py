@@ -147,6 +147,8 @@ CONFIG_CASES = [
      ["eval.judge.params.repetition_penalty", "extra_body"]),
     ("the model among the sampling parameters", "llm.teacher.params", {"model": "gpt-4o"},
      ["llm.teacher.params.model", "set by the stage"]),
+    ("a refusal pattern that is not a regex", "llm.answer_checks.refusal_patterns", ["^I cannot (help"],
+     ["llm.answer_checks.refusal_patterns[0]='^I cannot (help'", "not a regular expression"]),
     ("extra_body not a mapping", "llm.teacher.params", {"extra_body": "top_k=20"}, ["llm.teacher.params.extra_body"]),
     ("max_length shorter than template + longest seed + an answer", "student.train.max_length", 100,
      ["tests/micro/seed_instructions.jsonl:", "tokens in the student's prompt template",

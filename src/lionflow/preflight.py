@@ -453,6 +453,17 @@ def check_batch(config: dict) -> list[str]:
     return []
 
 
+def check_refusal_patterns(config: dict) -> list[str]:
+    """llm.answer_checks.refusal_patterns: each a Python regular expression."""
+    problems = []
+    for i, pattern in enumerate(config["llm"]["answer_checks"]["refusal_patterns"]):
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            problems.append(f"llm.answer_checks.refusal_patterns[{i}]={pattern!r}: not a regular expression ({e})")
+    return problems
+
+
 def check_next_pools(config: dict) -> list[str]:
     """With next_train_pool new, the next iterations need new instructions to train on."""
     gen = config["generation"]
@@ -474,7 +485,7 @@ def preflight(config: dict) -> None:
     if problems := check_roles(config):
         raise PreflightError("preflight: " + "; ".join(problems))
     problems = (check_student(config) + check_vllm(config) + check_prompts(config) + check_params(config)
-                + check_next_pools(config) + check_prices(config)
+                + check_next_pools(config) + check_refusal_patterns(config) + check_prices(config)
                 + check_lm_eval(config) + check_batch(config) + check_writable(config) + check_checkpoints(config)
                 + check_seeds(config) + check_judge_questions(config))
     if not config["llm"].get("offline"):
