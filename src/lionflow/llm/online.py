@@ -350,8 +350,8 @@ class OnlineSender:
                             self.stats.rate_limited += isinstance(e, openai.RateLimitError)
                             if (breaker and not isinstance(e, openai.RateLimitError)
                                     and isinstance(e, (openai.OpenAIError, UnreadableReply))
-                                    and breaker.failed(failure_kind(e), getattr(e, "body", None)
-                                                       if isinstance(e, UnreadableReply) else str(e))):
+                                    and breaker.failed(failure_kind(e), self.books.redact(
+                                        e.body if isinstance(e, UnreadableReply) else str(e)))):
                                 open_circuit()
                             raise
         except Exception as e:
