@@ -191,7 +191,7 @@ def _workflow_copy(tmp_path, experiment_yaml: str):
 
     from conftest import ROOT
 
-    for name in ("Snakefile", "rules", "workflow", "config", "resources", "tests", "profiles"):
+    for name in ("Snakefile", "experiment.smk", "rules", "workflow", "config", "resources", "tests", "profiles"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
     (tmp_path / "exp.yaml").write_text(experiment_yaml)
@@ -221,7 +221,7 @@ def _dry_run_jobs(text: str) -> list[dict]:
 
 
 def test_experiment_is_one_dag_with_each_arms_gpu_jobs_and_one_shared_iteration_1(tmp_path):
-    """`snakemake --profile profiles/slurm -n experiment` lists every arm's jobs with the profile's
+    """`snakemake -s experiment.smk --profile profiles/slurm -n` lists every arm's jobs with the profile's
     resources (not a nested local run), and iteration 1 once per seed."""
     base = _workflow_copy(tmp_path, "experiment: {name: exp, seeds: [0, 1], overrides: {iterations: 3}}\n")
     # A user's own settings for one arm's copy of a rule win, key by key, over the stage rule's
@@ -229,7 +229,7 @@ def test_experiment_is_one_dag_with_each_arms_gpu_jobs_and_one_shared_iteration_
     profile = tmp_path / "profiles/slurm/config.yaml"
     text = profile.read_text().replace("set-threads:\n", "set-threads:\n  uniform_s1_train_student: 3\n")
     profile.write_text(text.replace("set-resources:\n", "set-resources:\n  uniform_s1_train_student:\n    mem_mb: 1234\n"))
-    proc = _snakemake(tmp_path, "--profile", "profiles/slurm", "-n", "experiment", *base, timeout=300,
+    proc = _snakemake(tmp_path, "-s", "experiment.smk", "--profile", "profiles/slurm", "-n", *base, timeout=300,
                       LIONFLOW_SLURM_ACCOUNT="acct", LIONFLOW_SLURM_CPU_PARTITION="cpu", LIONFLOW_SLURM_GPU_PARTITION="gpu")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     jobs = _dry_run_jobs(proc.stdout)
@@ -260,14 +260,14 @@ def test_experiment_is_one_dag_with_each_arms_gpu_jobs_and_one_shared_iteration_
 
 @pytest.mark.slow
 def test_experiment_target_runs_both_arms_and_reports(tmp_path):
-    """`snakemake experiment` on the micro config, two iterations per arm: the arms of a seed take
+    """`snakemake -s experiment.smk` on the micro config, two iterations per arm: the arms of a seed take
     iteration 1 from the seed's shared run, so every difference there is exactly 0; each arm generates
     its own new instructions and goes on from the copied files; the report holds the tables and plots."""
     from lionflow.artifacts import read_json
 
     base = ["--cores", "2", *_workflow_copy(tmp_path, "experiment: {name: exp, seeds: [0, 1], overrides: "
                                                       "{iterations: 2, student: {train: {epochs: 2}}, eval: {judge: {limit: 3}}}}\n")]
-    proc = _snakemake(tmp_path, "experiment", *base, timeout=1800)
+    proc = _snakemake(tmp_path, "-s", "experiment.smk", *base, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     trained = {j["rule"]: j["input"] for j in _dry_run_jobs(proc.stdout + proc.stderr) if j["rule"].endswith("train_student")}
     assert trained["uniform_s1_train_student"].startswith("results/exp-uniform-s1/iter1/student,"), trained
@@ -296,10 +296,10 @@ def test_experiment_target_runs_both_arms_and_reports(tmp_path):
         # iteration 2 is the arm's own, trained from its copy of the iteration-1 checkpoint (above)
         assert (run / "iter2/student/training_log.json").is_file() and not (shared / "iter2").exists()
     assert not (shared / "iter1/new_hard.jsonl").exists() and not (shared / "summary.json").exists()
-    proc = _snakemake(tmp_path, "experiment", "-n", *base, timeout=300)
+    proc = _snakemake(tmp_path, "-s", "experiment.smk", "-n", *base, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]  # up to date: only the target's printout would run
     assert [j["rule"] for j in _dry_run_jobs(proc.stdout)] == ["experiment"], proc.stdout[-3000:]
-    proc = _snakemake(tmp_path, "experiment", "--report", "report.html", *base, timeout=600)
+    proc = _snakemake(tmp_path, "-s", "experiment.smk", "--report", "report.html", *base, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = (tmp_path / "report.html").read_text()
     assert "ablation.png" in report and "ablation_by_family.png" in report

@@ -27,11 +27,11 @@ import copy
 import math
 import statistics
 
-from scipy import stats
-
 from .evaluation import group_label
 from .lineage import family_level
-from .summary import stage_totals
+
+# scipy and the summary (polars) are imported where they are used: the workflow imports this module
+# when it parses the experiment, in every job of a cluster run too.
 
 STRATEGIES = ("adversarial", "uniform")
 
@@ -41,6 +41,8 @@ def t_interval(values: list[float], confidence: float = 0.95) -> tuple[float, fl
     n = len(values)
     if n < 2:
         raise ValueError(f"a t interval needs at least 2 values, got {n}")
+    from scipy import stats
+
     mean = statistics.fmean(values)
     half = stats.t.ppf((1 + confidence) / 2, n - 1) * statistics.stdev(values) / math.sqrt(n)
     return mean, mean - half, mean + half
@@ -52,6 +54,8 @@ def mdd(values: list[float], confidence: float = 0.95, power: float = 0.8) -> fl
     n = len(values)
     if n < 2:
         raise ValueError(f"a minimal detectable difference needs at least 2 values, got {n}")
+    from scipy import stats
+
     return float((stats.t.ppf((1 + confidence) / 2, n - 1) + stats.t.ppf(power, n - 1))
                  * statistics.stdev(values) / math.sqrt(n))
 
@@ -129,6 +133,8 @@ def outcome_metrics(summary: dict) -> dict[tuple[str, int], float]:
 
 def budget(summary: dict) -> dict[str, int]:
     """LLM requests per stage over all iterations (paid + cached: the calls an API would bill)."""
+    from .summary import stage_totals
+
     return {stage: total["requests"] for stage, total in stage_totals(summary).items()}
 
 

@@ -11,7 +11,6 @@ the endpoint and its URL) or the file and line; all of them are reported at once
 from __future__ import annotations
 
 import base64
-import json
 import os
 import re
 from pathlib import Path
@@ -20,6 +19,7 @@ import openai
 
 from .judge import role_configs
 from .oracle import URL as BUILTIN
+from .student.facts import base_model_context, token_counter, tokenizer_file
 
 
 class PreflightError(ValueError):
@@ -92,21 +92,6 @@ def check_endpoints(config: dict, timeout_s: float = 10.0) -> list[str]:
                 problems.append(f"{key}.params.max_tokens={max_tokens} does not fit the context of {role['model']!r} "
                                 f"at {who} ({context} tokens, prompt included)")
     return problems
-
-
-def base_model_context(spec: str) -> int | None:
-    """Context length of a local base model (directory or .gguf), None when unknown (builtin, hub id)."""
-    path = Path(spec)
-    if spec.endswith(".gguf") and path.is_file():
-        from gguf import GGUFReader
-
-        fields = GGUFReader(path).fields
-        for name, field in fields.items():
-            if name.endswith(".context_length"):
-                return int(field.parts[field.data[0]][0])
-    if path.is_dir() and (path / "config.json").is_file():
-        return json.loads((path / "config.json").read_text()).get("max_position_embeddings")
-    return None
 
 
 def check_student(config: dict) -> list[str]:
@@ -276,22 +261,22 @@ def check_judge_questions(config: dict) -> list[str]:
     return []
 
 
-def _student_tokenizer(config: dict):
-    """The base student's tokenizer where it loads without a download, else None."""
-    from transformers import AutoTokenizer
-
+def _student_token_counter(config: dict):
+    """text -> tokens with the base student's tokenizer where it is a local file (read once, see
+    lionflow.student.facts), else None."""
     spec = config["student"]["base_model"]
-    built = Path("results") / config["run"] / "base_student"
     try:
-        if (built / "tokenizer_config.json").is_file():
-            return AutoTokenizer.from_pretrained(built)
+        if path := tokenizer_file(str(Path("results") / config["run"] / "base_student")) or tokenizer_file(spec):
+            return token_counter(path)
         if spec.startswith("builtin:"):
             from .student.builtin import build_tokenizer
 
-            return build_tokenizer()
-        if spec.endswith(".gguf"):
-            return AutoTokenizer.from_pretrained(Path(spec).parent, gguf_file=Path(spec).name)
-        return AutoTokenizer.from_pretrained(spec, local_files_only=True)
+            tokenizer = build_tokenizer()
+        else:   # a hub id: its tokenizer from the local HF cache, if there
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(spec, local_files_only=True)
+        return lambda text: len(tokenizer(text)["input_ids"])
     except (OSError, ValueError):
         return None
 
@@ -317,13 +302,13 @@ def check_seeds(config: dict) -> list[str]:
     long = [(n, r) for n, r in records if len(text(r).encode("utf-8")) >= max_length // 2]
     if not long:
         return []
-    tokenizer = _student_tokenizer(config)
+    count = _student_token_counter(config)
     problems = []
     for lineno, record in long:
-        n = len(tokenizer(text(record))["input_ids"]) if tokenizer else len(text(record).encode("utf-8"))
+        n = count(text(record)) if count else len(text(record).encode("utf-8"))
         if n >= max_length:
             problems.append(f"{path}:{lineno}: instruction {record['id']!r} is {n} tokens"
-                            + ("" if tokenizer else " (bytes: the student's tokenizer is not available yet)")
+                            + ("" if count else " (bytes: the student's tokenizer is not available yet)")
                             + f", not shorter than student.train.max_length={max_length}: it would be paid for "
                             "and then cut away in training (shorten it, drop it, or raise max_length)")
     return problems[:10] + ([f"... and {len(problems) - 10} more too-long seed instructions"] if len(problems) > 10 else [])
