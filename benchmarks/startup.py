@@ -33,7 +33,7 @@ def timed(workdir: Path, *args: str) -> tuple[float, float]:
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode:
-        sys.exit(f"snakemake {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+        sys.exit(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
