@@ -108,12 +108,12 @@ rule tabulate_ablation:
             for arm in ARMS
             for checkpoint in ["base", *(f"iter{k}" for k in ARM_ITERATIONS)]
         ],
-        # the hard split and the new instructions, counted by family and level
+        # the cache pool, its hard split and the new instructions, counted by family and level
         sets=[
             f"{arm['dir']}/iter{k}/{name}.jsonl"
             for arm in ARMS
             for k in ARM_ITERATIONS
-            for name in ("hard", "new_hard", "new_easy")
+            for name in ("cache_pool", "hard", "new_hard", "new_easy")
         ],
     output:
         ablation=f"{EXPERIMENT_DIR}/ablation.json",

@@ -132,6 +132,36 @@ def test_compare_by_family_and_composition(tmp_path):
         [b[:2] for b in body].index(["oracle_gen add", "2"])][:6]
 
 
+def test_the_manipulation_check_says_whether_the_arms_data_differed():
+    from lionflow.ablation import manipulation_check, manipulation_table, manipulation_verdict, total_variation
+
+    assert total_variation({"a": 2, "b": 2}, {"a": 1, "b": 1}) == 0.0   # the same mix, other sizes
+    assert total_variation({"a": 3}, {"b": 5}) == 1.0
+    assert total_variation({"a": 3, "b": 1}, {"a": 1, "b": 1}) == pytest.approx(0.25)
+    add = lambda n: [{"id": f"a{i}", "instruction": f"What is {i} + 2?", "input": ""} for i in range(n)]  # add L1
+    sort = lambda n: [{"id": f"s{i}", "instruction": "Sort these numbers in ascending order.",
+                       "input": f"{i}, 5, 9"} for i in range(n)]
+    pool = add(10) + sort(10)
+
+    def sets(adversarial_new, uniform_new):
+        return {(st, seed): {1: {"cache pool": pool, "hard split": add(8), "new hard": new, "new easy": sort(4)}}
+                for st, new in (("adversarial", adversarial_new), ("uniform", uniform_new)) for seed in (0, 1, 2)}
+
+    # The adversarial arm models new hard instructions on its hard split (all add), the uniform one on the pool.
+    rows = manipulation_check(sets(add(20), add(10) + sort(10)), [0, 1, 2])
+    new_hard = next(r for r in rows if r["set"] == "new hard")
+    assert new_hard["values"] == [0.5, 0.5, 0.5] and new_hard["p_same_mix"] < 0.001
+    assert next(r for r in rows if r["set"] == "new easy")["mean"] == 0.0
+    split = next(r for r in rows if r["set"] == "hard split" and r["arms"] == "adversarial")
+    assert split["against"] == "cache pool" and split["mean"] == pytest.approx(0.5)
+    assert manipulation_verdict(rows, 0.95).startswith("The arms' new instructions differ in family x level mix in "
+                                                      "iteration 1 new hard (TV 0.50")
+    same = manipulation_check(sets(add(10) + sort(10), add(10) + sort(10)), [0, 1, 2])
+    assert "the adversarial signal had nothing to act on" in manipulation_verdict(same, 0.95)
+    header, body = manipulation_table({"confidence": 0.95, "manipulation": rows})
+    assert header[3] == "TV distance" and body[0][:4] == ["1", "new hard vs new hard", "adversarial vs uniform", "0.500"]
+
+
 def test_arms_share_iteration_1_but_not_generation():
     config = {"eval": {"judge": {"enabled": True}}}
     files, directories = shared_files(config)
@@ -279,8 +309,12 @@ def test_experiment_target_runs_both_arms_and_reports(tmp_path):
                if r["iteration"] <= 1)  # the shared base student and iteration 1
     # per family for every checkpoint: the base student (0, where both arms start), iterations 1 and 2
     assert {r["iteration"] for r in ablation["by_family"]} == {0, 1, 2}
-    assert {c["set"] for c in ablation["composition"]} == {"hard split", "new hard", "new easy"}
+    assert {c["set"] for c in ablation["composition"]} == {"cache pool", "hard split", "new hard", "new easy"}
     assert {c["iteration"] for c in ablation["composition"]} == {1, 2}
+    # the manipulation check comes first in the printed table, before any outcome
+    assert {(m["iteration"], m["set"], m["arms"]) for m in ablation["manipulation"]} >= {
+        (2, "new hard", "adversarial vs uniform"), (1, "hard split", "adversarial")}
+    assert proc.stdout.index("## Manipulation check") < proc.stdout.index("## Outcomes")
     arms = {st: read_json(tmp_path / f"results/exp-{st}-s1/summary.json", "summary") for st in ("adversarial", "uniform")}
     arm = arms["uniform"]
     assert arm["run"] == "exp-uniform-s1" and len(arm["iterations"]) == 2 and arm["iterations"][1]["judge"]
