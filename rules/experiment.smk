@@ -141,5 +141,6 @@ rule tabulate_ablation:
         iterations=list(ARM_ITERATIONS),
         seeds=EXPERIMENT["seeds"],
         confidence=EXPERIMENT["confidence"],
+        effect_of_interest=EXPERIMENT["effect_of_interest"],
     script:
         "../workflow/scripts/tabulate_ablation.py"

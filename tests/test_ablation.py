@@ -84,6 +84,10 @@ def test_compare_pairs_arms_by_seed():
     header, body = table(ablation)
     assert header[4] == "adv - uni" and any(row[4] == "+1.50" and row[6] == "49.29" for row in body)
     assert header[6].startswith("MDD") and "by_family" not in ablation
+    assert body[[b[:2] for b in body].index(["lm-eval t (%)", "2"])][7] == "no significant difference"
+    powered = compare(summaries, [0, 1], effect_of_interest=2.0)
+    validate(powered, "ablation", "test")
+    assert table(powered)[1][[b[:2] for b in body].index(["lm-eval t (%)", "2"])][7] == "too little power (MDD 49.29 > 2)"
 
 
 def _items(scores):
@@ -181,6 +185,10 @@ def test_verdict_follows_the_sign_of_the_interval():
         == "no spread over seeds: not testable"
     assert verdict({"difference": {"mean": 0.0, "ci_low": 0.0, "ci_high": 0.0, "values": [0.0] * 2}}) \
         == "no significant difference"
+    # an interval containing 0: too little power where the MDD exceeds the effect of interest
+    wide = {"difference": {"mean": 0.5, "ci_low": -4.0, "ci_high": 5.0, "mdd": 6.2, "values": [-1.0, 2.0, 0.5]}}
+    assert verdict(wide, effect_of_interest=2.0) == "too little power (MDD 6.20 > 2)"
+    assert verdict(wide, effect_of_interest=8.0) == verdict(wide) == "no significant difference"
 
 
 def test_arm_config_differs_only_in_strategy_seed_and_run():

@@ -13,7 +13,8 @@ minimal detectable difference (MDD) of that paired design is reported next to it
     MDD = (t_{1-a/2, n-1} + t_{power, n-1}) * s_d / sqrt(n),   a = 1 - confidence, power = 0.8,
 s_d the standard deviation of the d_s. A true difference of at least MDD is found (the interval
 excludes 0) with probability `power`, if the seeds' spread is s_d; an interval that contains 0 with
-an MDD larger than the effect one cares about says "too little power", not "no effect".
+an MDD larger than the effect one cares about (experiment.effect_of_interest) says "too little
+power", not "no effect" (`verdict`).
 
 Where the held-out lm-eval data gives each item a `family` (and `level`), as the oracle tasks do,
 the same comparison is made per task and family, and per task, family and level
@@ -280,7 +281,7 @@ def manipulation_verdict(rows: list[dict], confidence: float) -> str:
 
 
 def compare(summaries: dict[tuple[str, int], dict], seeds: list[int], confidence: float = 0.95,
-            items: dict | None = None, sets: dict | None = None) -> dict:
+            items: dict | None = None, sets: dict | None = None, effect_of_interest: float | None = None) -> dict:
     """The ablation table (schema `ablation`) from each arm's run summary, keyed (strategy, seed);
     with `items` (see compare_by_family) the per-family rows, with `sets` (see compositions) the
     family x level composition of the hard split and the new instructions."""
@@ -289,7 +290,8 @@ def compare(summaries: dict[tuple[str, int], dict], seeds: list[int], confidence
     stages = sorted(set.union(*(set(b) for b in budgets.values())))
     requests = [{"stage": stage, **{st: statistics.fmean(budgets[st, seed].get(stage, 0) for seed in seeds)
                                     for st in STRATEGIES}} for stage in stages]
-    out = {"seeds": list(seeds), "confidence": confidence, "rows": rows, "requests": requests}
+    out = {"seeds": list(seeds), "confidence": confidence, "effect_of_interest": effect_of_interest, "rows": rows,
+           "requests": requests}
     if items is not None:
         out["by_family"] = compare_by_family(items, seeds, confidence)
     if sets is not None:
@@ -298,7 +300,10 @@ def compare(summaries: dict[tuple[str, int], dict], seeds: list[int], confidence
     return out
 
 
-def verdict(row: dict) -> str:
+def verdict(row: dict, effect_of_interest: float | None = None) -> str:
+    """The row's reading: the sign of its interval; an interval that contains 0 is "too little power"
+    when the design's MDD exceeds the effect of interest (experiment.effect_of_interest), since then a
+    difference worth finding would likely be missed, and "no significant difference" otherwise."""
     d = row["difference"]
     if len(set(d["values"])) == 1 and d["mean"] != 0:  # a zero-width interval: no evidence either way
         return "no spread over seeds: not testable"
@@ -306,6 +311,8 @@ def verdict(row: dict) -> str:
         return "adversarial better"
     if d["ci_high"] < 0:
         return "uniform better"
+    if effect_of_interest is not None and d["mdd"] > effect_of_interest:
+        return f"too little power (MDD {d['mdd']:.2f} > {effect_of_interest:g})"
     return "no significant difference"
 
 
@@ -317,7 +324,7 @@ def table(ablation: dict, rows: str = "rows") -> tuple[list[str], list[list[str]
     body = [[r["metric"], str(r["iteration"]), *([str(r["items"])] if items else []), f"{r['adversarial']['mean']:.2f}",
              f"{r['uniform']['mean']:.2f}", f"{r['difference']['mean']:+.2f}",
              f"[{r['difference']['ci_low']:+.2f}, {r['difference']['ci_high']:+.2f}]", f"{r['difference']['mdd']:.2f}",
-             verdict(r)] for r in ablation[rows]]
+             verdict(r, ablation.get("effect_of_interest"))] for r in ablation[rows]]
     return ["metric", "iter", *(["items"] if items else []), "adversarial", "uniform", "adv - uni", level,
             "MDD (power 0.8)", "verdict"], body
 

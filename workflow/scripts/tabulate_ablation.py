@@ -26,13 +26,16 @@ for arm in snakemake.params.arms:
                   ["lionflow"]["items"] for k in [0, *snakemake.params.iterations]}  # 0: the base student
     sets[key] = {k: {name: read_jsonl(run / f"iter{k}/{stem}.jsonl", kind) for name, (stem, kind) in SETS.items()}
                  for k in snakemake.params.iterations}
-ablation = compare(summaries, snakemake.params.seeds, snakemake.params.confidence, items=items, sets=sets)
+ablation = compare(summaries, snakemake.params.seeds, snakemake.params.confidence, items=items, sets=sets,
+                   effect_of_interest=snakemake.params.effect_of_interest)
 write_json(snakemake.output.ablation, ablation, "ablation")
 n = len(ablation["seeds"])
 level = f"{100 * ablation['confidence']:g}%"
 intro = (f"Adversarial vs uniform generation, paired by seed over seeds {ablation['seeds']}: mean of each arm, mean "
          f"difference adversarial - uniform, its {level} t interval (df = {n - 1}) and the minimal detectable "
-         f"difference (MDD: (t_(1+c)/2 + t_0.8) * sd / sqrt({n}), the difference this design finds with power 0.8). "
+         f"difference (MDD: (t_(1+c)/2 + t_0.8) * sd / sqrt({n}), the difference this design finds with power 0.8); "
+         f"an interval that contains 0 reads \"too little power\" where the MDD exceeds the effect of interest "
+         f"({ablation['effect_of_interest']:g} points, experiment.effect_of_interest). "
          "Iteration 1 precedes any generation: both arms of a seed share it, so its difference is 0.")
 by_family = ("The same comparison per held-out lm-eval task and family (`<task> <family>`) and level "
              "(`... L<level>`), on that family's items (`items`): where the adversarial data goes, what it buys. "
