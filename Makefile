@@ -35,7 +35,7 @@ test: venv smollm2 vllm
 
 lint: venv  ## ruff on the code; snakefmt and snakemake --lint on the workflow
 	$(BIN)/ruff check src workflow benchmarks tests
-	$(BIN)/snakefmt --check Snakefile rules
+	$(BIN)/snakefmt --check Snakefile experiment.smk rules
 	$(BIN)/python .ci/snakemake_lint.py
 
 # A real pretrained chat model, offline: SmolLM2-135M-Instruct (GGUF) as shipped in the PyPI package

@@ -1,7 +1,7 @@
 # lionflow: adversarial distillation (Lion, EMNLP 2023) as files-to-files stages.
 # One iteration = imitation -> discrimination -> generation; then evaluation (lm-eval and the
-# judge) of every checkpoint, and the report. `snakemake experiment` runs the ablation, `snakemake export`
-# writes the distilled dataset and the final student with their cards.
+# judge) of every checkpoint, and the report. `snakemake export` writes the distilled dataset and the
+# final student with their cards; the ablation has its own entry point, experiment.smk.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -15,16 +15,14 @@ report: "resources/report/workflow.rst"
 
 include: "rules/loop.smk"
 include: "rules/export.smk"
-include: "rules/experiment.smk"
 
 
 localrules:
     all,
-    experiment,
 
 
 rule all:
-    default_target: True  # the experiment's modules come first
+    default_target: True  # the stage rules, included above, come first
     input:
         summary=f"{RESULTS}/summary.json",
         report=f"{RESULTS}/report.md",

@@ -18,11 +18,12 @@ ALLOWED = (
     "Shell command directly uses variable CHECKPOINT_EVERY_STEPS from outside of the rule",
 )
 
-out = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], capture_output=True, text=True)
-text = out.stdout + out.stderr
-lints = re.findall(r"^\s+\* (.+?):?$", text, re.M)
-unexpected = [lint for lint in lints if not lint.rstrip(":").startswith(ALLOWED)]
-if unexpected or (out.returncode and not lints):
-    print(text)
-    sys.exit(f"snakemake --lint: {len(unexpected)} unexpected lint(s): {sorted(set(unexpected))}")
-print(f"snakemake --lint: clean but for {len(lints)} deliberate lint(s) (see .ci/snakemake_lint.py)")
+for snakefile in ("Snakefile", "experiment.smk"):  # the entry points
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-s", snakefile, "--lint"], capture_output=True, text=True)
+    text = out.stdout + out.stderr
+    lints = re.findall(r"^\s+\* (.+?):?$", text, re.M)
+    unexpected = [lint for lint in lints if not lint.rstrip(":").startswith(ALLOWED)]
+    if unexpected or (out.returncode and not lints):
+        print(text)
+        sys.exit(f"snakemake --lint {snakefile}: {len(unexpected)} unexpected lint(s): {sorted(set(unexpected))}")
+    print(f"snakemake --lint {snakefile}: clean but for {len(lints)} deliberate lint(s) (see .ci/snakemake_lint.py)")

@@ -9,6 +9,10 @@ from lionflow.smk import role_identity
 
 validate(config, "../config/schema.yaml")
 
+
+include: "shell.smk"
+
+
 # Every endpoint, key, model and the base student checked before any job runs (the jobs of a
 # cluster run parse this file again: only the main process checks).
 if workflow.is_main_process:
@@ -26,8 +30,6 @@ if config["llm"]["ledger_dir"] is None:
 # Threads of a torch job (training, student generation, lm-eval). Snakemake lowers it to the
 # cores available, so on a small machine these jobs do not run side by side and fight for cores.
 TORCH_THREADS = 4
-# Shell rules use the interpreter that runs Snakemake (the project's venv), whatever PATH holds.
-PYTHON = sys.executable
 
 
 wildcard_constraints:

@@ -50,5 +50,6 @@ rule summarize_run:
     params:
         threshold=config["discrimination"]["threshold"],
         min_order_agreement=config["discrimination"]["min_order_agreement"],
+        hard_fraction_band=config["discrimination"]["hard_fraction_band"],
     script:
         "../workflow/scripts/summarize_run.py"

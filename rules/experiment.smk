@@ -1,7 +1,7 @@
-# The ablation: adversarial vs uniform generation over experiment.seeds, in this one DAG. Every arm
-# is a whole run of the loop (rules/loop.smk loaded as a Snakemake module with the arm's config, its
-# rules named <strategy>_s<seed>_<rule>), so a cluster profile schedules each arm's jobs with their
-# resources. Iteration 1 is computed once per seed by a shared run (module shared_s<seed>, iteration
+# The ablation: adversarial vs uniform generation over experiment.seeds, in this one DAG (entry
+# point: experiment.smk). Every arm is a whole run of the loop (rules/loop.smk loaded as a Snakemake
+# module with the arm's config, its rules named <strategy>_s<seed>_<rule>), so a cluster profile
+# schedules each arm's jobs with their resources. Iteration 1 is computed once per seed by a shared run (module shared_s<seed>, iteration
 # 1 only) and copied into both arms; the arms' summaries are then compared, paired by seed.
 from lionflow.ablation import (
     STRATEGIES,
@@ -13,6 +13,12 @@ from lionflow.ablation import (
 from lionflow.smk import share_rule_settings
 
 EXPERIMENT = config["experiment"]
+# An arm's config is the validated workflow config with the experiment's overrides merged in, then the
+# arm's run name, seed and strategy: validated once here, so that the modules skip it (each validation
+# reads the schema again; a cluster job parses this file too).
+validate(
+    arm_config(config, STRATEGIES[0], EXPERIMENT["seeds"][0]), "../config/schema.yaml"
+)
 EXPERIMENT_DIR = f"results/{EXPERIMENT['name']}"
 # Each arm: its strategy, seed and results directory; every arm runs the same number of iterations.
 ARMS = [
@@ -38,6 +44,8 @@ for ARM_SEED in EXPERIMENT["seeds"]:
             "loop.smk"
         config:
             arm_config(config, None, ARM_SEED)
+        skip_validation:
+            True
 
     use rule * from SHARED_MODULE as SHARED_PREFIX*
 
@@ -52,6 +60,8 @@ for ARM_SEED in EXPERIMENT["seeds"]:
                 "loop.smk"
             config:
                 ARM_CONFIG
+            skip_validation:
+                True
 
         # The arm's pools, base student and judge reference come from the shared run (below).
         use rule * from ARM_MODULE exclude init_pools, build_base_student, answer_questions_with_reference as ARM_PREFIX*
@@ -98,12 +108,12 @@ rule tabulate_ablation:
             for arm in ARMS
             for checkpoint in ["base", *(f"iter{k}" for k in ARM_ITERATIONS)]
         ],
-        # the hard split and the new instructions, counted by family and level
+        # the cache pool, its hard split and the new instructions, counted by family and level
         sets=[
             f"{arm['dir']}/iter{k}/{name}.jsonl"
             for arm in ARMS
             for k in ARM_ITERATIONS
-            for name in ("hard", "new_hard", "new_easy")
+            for name in ("cache_pool", "hard", "new_hard", "new_easy")
         ],
     output:
         ablation=f"{EXPERIMENT_DIR}/ablation.json",
@@ -131,16 +141,6 @@ rule tabulate_ablation:
         iterations=list(ARM_ITERATIONS),
         seeds=EXPERIMENT["seeds"],
         confidence=EXPERIMENT["confidence"],
+        effect_of_interest=EXPERIMENT["effect_of_interest"],
     script:
         "../workflow/scripts/tabulate_ablation.py"
-
-
-rule experiment:
-    """Target: run both arms over the seeds and print the ablation table."""
-    input:
-        markdown=f"{EXPERIMENT_DIR}/ablation.md",
-    log:
-        f"logs/{EXPERIMENT['name']}/experiment.log",
-    localrule: True  # seconds of bookkeeping: not worth a cluster job
-    shell:
-        "cat {input.markdown} | tee {log}"

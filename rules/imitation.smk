@@ -56,9 +56,8 @@ rule build_base_student:
         "../workflow/scripts/build_base_student.py"
 
 
-# How often the resumable state is saved changes no weight: not a param (editing it retrains nothing);
-# nor do the LoRA settings while LoRA is off.
-CHECKPOINT_EVERY_STEPS = config["student"]["train"]["checkpoint_every_steps"]
+# How often the resumable state is saved changes no weight: not a param (editing it retrains nothing;
+# CHECKPOINT_EVERY_STEPS, rules/shell.smk); nor do the LoRA settings while LoRA is off.
 TRAIN_PARAMS = {
     **{
         k: v

@@ -84,6 +84,10 @@ def test_compare_pairs_arms_by_seed():
     header, body = table(ablation)
     assert header[4] == "adv - uni" and any(row[4] == "+1.50" and row[6] == "49.29" for row in body)
     assert header[6].startswith("MDD") and "by_family" not in ablation
+    assert body[[b[:2] for b in body].index(["lm-eval t (%)", "2"])][7] == "no significant difference"
+    powered = compare(summaries, [0, 1], effect_of_interest=2.0)
+    validate(powered, "ablation", "test")
+    assert table(powered)[1][[b[:2] for b in body].index(["lm-eval t (%)", "2"])][7] == "too little power (MDD 49.29 > 2)"
 
 
 def _items(scores):
@@ -132,6 +136,36 @@ def test_compare_by_family_and_composition(tmp_path):
         [b[:2] for b in body].index(["oracle_gen add", "2"])][:6]
 
 
+def test_the_manipulation_check_says_whether_the_arms_data_differed():
+    from lionflow.ablation import manipulation_check, manipulation_table, manipulation_verdict, total_variation
+
+    assert total_variation({"a": 2, "b": 2}, {"a": 1, "b": 1}) == 0.0   # the same mix, other sizes
+    assert total_variation({"a": 3}, {"b": 5}) == 1.0
+    assert total_variation({"a": 3, "b": 1}, {"a": 1, "b": 1}) == pytest.approx(0.25)
+    add = lambda n: [{"id": f"a{i}", "instruction": f"What is {i} + 2?", "input": ""} for i in range(n)]  # add L1
+    sort = lambda n: [{"id": f"s{i}", "instruction": "Sort these numbers in ascending order.",
+                       "input": f"{i}, 5, 9"} for i in range(n)]
+    pool = add(10) + sort(10)
+
+    def sets(adversarial_new, uniform_new):
+        return {(st, seed): {1: {"cache pool": pool, "hard split": add(8), "new hard": new, "new easy": sort(4)}}
+                for st, new in (("adversarial", adversarial_new), ("uniform", uniform_new)) for seed in (0, 1, 2)}
+
+    # The adversarial arm models new hard instructions on its hard split (all add), the uniform one on the pool.
+    rows = manipulation_check(sets(add(20), add(10) + sort(10)), [0, 1, 2])
+    new_hard = next(r for r in rows if r["set"] == "new hard")
+    assert new_hard["values"] == [0.5, 0.5, 0.5] and new_hard["p_same_mix"] < 0.001
+    assert next(r for r in rows if r["set"] == "new easy")["mean"] == 0.0
+    split = next(r for r in rows if r["set"] == "hard split" and r["arms"] == "adversarial")
+    assert split["against"] == "cache pool" and split["mean"] == pytest.approx(0.5)
+    assert manipulation_verdict(rows, 0.95).startswith("The arms' new instructions differ in family x level mix in "
+                                                      "iteration 1 new hard (TV 0.50")
+    same = manipulation_check(sets(add(10) + sort(10), add(10) + sort(10)), [0, 1, 2])
+    assert "the adversarial signal had nothing to act on" in manipulation_verdict(same, 0.95)
+    header, body = manipulation_table({"confidence": 0.95, "manipulation": rows})
+    assert header[3] == "TV distance" and body[0][:4] == ["1", "new hard vs new hard", "adversarial vs uniform", "0.500"]
+
+
 def test_arms_share_iteration_1_but_not_generation():
     config = {"eval": {"judge": {"enabled": True}}}
     files, directories = shared_files(config)
@@ -151,6 +185,10 @@ def test_verdict_follows_the_sign_of_the_interval():
         == "no spread over seeds: not testable"
     assert verdict({"difference": {"mean": 0.0, "ci_low": 0.0, "ci_high": 0.0, "values": [0.0] * 2}}) \
         == "no significant difference"
+    # an interval containing 0: too little power where the MDD exceeds the effect of interest
+    wide = {"difference": {"mean": 0.5, "ci_low": -4.0, "ci_high": 5.0, "mdd": 6.2, "values": [-1.0, 2.0, 0.5]}}
+    assert verdict(wide, effect_of_interest=2.0) == "too little power (MDD 6.20 > 2)"
+    assert verdict(wide, effect_of_interest=8.0) == verdict(wide) == "no significant difference"
 
 
 def test_arm_config_differs_only_in_strategy_seed_and_run():
@@ -191,7 +229,7 @@ def _workflow_copy(tmp_path, experiment_yaml: str):
 
     from conftest import ROOT
 
-    for name in ("Snakefile", "rules", "workflow", "config", "resources", "tests", "profiles"):
+    for name in ("Snakefile", "experiment.smk", "rules", "workflow", "config", "resources", "tests", "profiles"):
         src = ROOT / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
     (tmp_path / "exp.yaml").write_text(experiment_yaml)
@@ -221,7 +259,7 @@ def _dry_run_jobs(text: str) -> list[dict]:
 
 
 def test_experiment_is_one_dag_with_each_arms_gpu_jobs_and_one_shared_iteration_1(tmp_path):
-    """`snakemake --profile profiles/slurm -n experiment` lists every arm's jobs with the profile's
+    """`snakemake -s experiment.smk --profile profiles/slurm -n` lists every arm's jobs with the profile's
     resources (not a nested local run), and iteration 1 once per seed."""
     base = _workflow_copy(tmp_path, "experiment: {name: exp, seeds: [0, 1], overrides: {iterations: 3}}\n")
     # A user's own settings for one arm's copy of a rule win, key by key, over the stage rule's
@@ -229,7 +267,7 @@ def test_experiment_is_one_dag_with_each_arms_gpu_jobs_and_one_shared_iteration_
     profile = tmp_path / "profiles/slurm/config.yaml"
     text = profile.read_text().replace("set-threads:\n", "set-threads:\n  uniform_s1_train_student: 3\n")
     profile.write_text(text.replace("set-resources:\n", "set-resources:\n  uniform_s1_train_student:\n    mem_mb: 1234\n"))
-    proc = _snakemake(tmp_path, "--profile", "profiles/slurm", "-n", "experiment", *base, timeout=300,
+    proc = _snakemake(tmp_path, "-s", "experiment.smk", "--profile", "profiles/slurm", "-n", *base, timeout=300,
                       LIONFLOW_SLURM_ACCOUNT="acct", LIONFLOW_SLURM_CPU_PARTITION="cpu", LIONFLOW_SLURM_GPU_PARTITION="gpu")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     jobs = _dry_run_jobs(proc.stdout)
@@ -260,14 +298,14 @@ def test_experiment_is_one_dag_with_each_arms_gpu_jobs_and_one_shared_iteration_
 
 @pytest.mark.slow
 def test_experiment_target_runs_both_arms_and_reports(tmp_path):
-    """`snakemake experiment` on the micro config, two iterations per arm: the arms of a seed take
+    """`snakemake -s experiment.smk` on the micro config, two iterations per arm: the arms of a seed take
     iteration 1 from the seed's shared run, so every difference there is exactly 0; each arm generates
     its own new instructions and goes on from the copied files; the report holds the tables and plots."""
     from lionflow.artifacts import read_json
 
     base = ["--cores", "2", *_workflow_copy(tmp_path, "experiment: {name: exp, seeds: [0, 1], overrides: "
                                                       "{iterations: 2, student: {train: {epochs: 2}}, eval: {judge: {limit: 3}}}}\n")]
-    proc = _snakemake(tmp_path, "experiment", *base, timeout=1800)
+    proc = _snakemake(tmp_path, "-s", "experiment.smk", *base, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     trained = {j["rule"]: j["input"] for j in _dry_run_jobs(proc.stdout + proc.stderr) if j["rule"].endswith("train_student")}
     assert trained["uniform_s1_train_student"].startswith("results/exp-uniform-s1/iter1/student,"), trained
@@ -279,8 +317,12 @@ def test_experiment_target_runs_both_arms_and_reports(tmp_path):
                if r["iteration"] <= 1)  # the shared base student and iteration 1
     # per family for every checkpoint: the base student (0, where both arms start), iterations 1 and 2
     assert {r["iteration"] for r in ablation["by_family"]} == {0, 1, 2}
-    assert {c["set"] for c in ablation["composition"]} == {"hard split", "new hard", "new easy"}
+    assert {c["set"] for c in ablation["composition"]} == {"cache pool", "hard split", "new hard", "new easy"}
     assert {c["iteration"] for c in ablation["composition"]} == {1, 2}
+    # the manipulation check comes first in the printed table, before any outcome
+    assert {(m["iteration"], m["set"], m["arms"]) for m in ablation["manipulation"]} >= {
+        (2, "new hard", "adversarial vs uniform"), (1, "hard split", "adversarial")}
+    assert proc.stdout.index("## Manipulation check") < proc.stdout.index("## Outcomes")
     arms = {st: read_json(tmp_path / f"results/exp-{st}-s1/summary.json", "summary") for st in ("adversarial", "uniform")}
     arm = arms["uniform"]
     assert arm["run"] == "exp-uniform-s1" and len(arm["iterations"]) == 2 and arm["iterations"][1]["judge"]
@@ -296,10 +338,10 @@ def test_experiment_target_runs_both_arms_and_reports(tmp_path):
         # iteration 2 is the arm's own, trained from its copy of the iteration-1 checkpoint (above)
         assert (run / "iter2/student/training_log.json").is_file() and not (shared / "iter2").exists()
     assert not (shared / "iter1/new_hard.jsonl").exists() and not (shared / "summary.json").exists()
-    proc = _snakemake(tmp_path, "experiment", "-n", *base, timeout=300)
+    proc = _snakemake(tmp_path, "-s", "experiment.smk", "-n", *base, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]  # up to date: only the target's printout would run
     assert [j["rule"] for j in _dry_run_jobs(proc.stdout)] == ["experiment"], proc.stdout[-3000:]
-    proc = _snakemake(tmp_path, "experiment", "--report", "report.html", *base, timeout=600)
+    proc = _snakemake(tmp_path, "-s", "experiment.smk", "--report", "report.html", *base, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = (tmp_path / "report.html").read_text()
     assert "ablation.png" in report and "ablation_by_family.png" in report

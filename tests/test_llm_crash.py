@@ -17,10 +17,14 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from lionflow.oracle.datasets import sample_pool
 
 from conftest import make_llm
 from testserver import ServerConfig, TestServer
+
+pytestmark = pytest.mark.slow   # processes killed and rerun against a server: tens of seconds
 
 POOL_SIZE, CONCURRENCY, LATENCY_S = 60, 4, 0.05
 

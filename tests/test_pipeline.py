@@ -84,6 +84,13 @@ def test_every_artifact_validates(workdir):
         assert it["referee"]["position_bias"] == POSITION_BIAS
         assert sum(it["hard_by_seed_family"].values()) == it["n_hard"]
         assert {"contaminated", "near_duplicate"} <= set(it["rejected"])
+        # The hard fraction, and a warning in the summary and the split's log outside the schema's default band.
+        scored = it["n_hard"] + it["n_easy"]
+        assert it["hard_fraction"] == round(it["n_hard"] / scored, 4)
+        outside = not 0.1 <= it["n_hard"] / scored <= 0.9
+        assert (it["split_warning"] is not None) == outside, it
+        log = (workdir / f"logs/micro/iter{it['iteration']}/split_hard_easy.log").read_text()
+        assert (it["split_warning"] in log) if outside else "hard_fraction_band" not in log
     report = (run / "report.md").read_text()
     assert "## Referee reliability" in report and "## Hard instructions by seed family" in report
     # The Alpaca input field reaches the teacher's answers and the referee.

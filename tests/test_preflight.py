@@ -106,7 +106,7 @@ def test_lora_schema_and_4bit_on_the_cpu():
 
 
 def test_gguf_context_is_read_from_its_metadata():
-    from lionflow.preflight import base_model_context
+    from lionflow.student.facts import base_model_context
 
     gguf = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert gguf.is_file(), "make smollm2 (make test does) fetches it"

@@ -144,3 +144,20 @@ def test_excluded_teacher_answers_are_counted_per_iteration_in_summary_and_repor
     table = format_table(summary).splitlines()
     excl = table[0].split().index("excluded")
     assert [line.split()[excl] for line in table[2:]] == ["0", "5"]
+
+
+def test_a_split_outside_the_hard_fraction_band_is_a_warning_in_the_summary_table_and_report(summary):
+    from lionflow.discrimination import split_warning
+    from lionflow.summary import format_table
+
+    band = [0.1, 0.9]
+    assert split_warning(4, 6, band, 1.0) is None and split_warning(1, 9, band, 1.0) is None  # the band's edges
+    assert split_warning(0, 0, band, 1.0) is None   # nothing scored: no fraction
+    most = split_warning(19, 1, band, 1.5)
+    assert most.startswith("19 of 20 scored instructions are hard (95%), outside discrimination.hard_fraction_band=")
+    assert "degenerates to uniform" in most and "raise discrimination.threshold (now 1.5)" in most
+    assert "lower discrimination.threshold (now 1)" in split_warning(1, 99, band, 1.0)
+    summary["iterations"][1] |= {"hard_fraction": 0.95, "split_warning": most}
+    validate(summary, "summary", "test")
+    assert f"**Warning**, iteration 2: {most}." in run_report_markdown(summary).split("## The loop")[1]
+    assert format_table(summary).splitlines()[-1] == f"Warning, iteration 2: {most}"

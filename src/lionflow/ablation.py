@@ -13,7 +13,8 @@ minimal detectable difference (MDD) of that paired design is reported next to it
     MDD = (t_{1-a/2, n-1} + t_{power, n-1}) * s_d / sqrt(n),   a = 1 - confidence, power = 0.8,
 s_d the standard deviation of the d_s. A true difference of at least MDD is found (the interval
 excludes 0) with probability `power`, if the seeds' spread is s_d; an interval that contains 0 with
-an MDD larger than the effect one cares about says "too little power", not "no effect".
+an MDD larger than the effect one cares about (experiment.effect_of_interest) says "too little
+power", not "no effect" (`verdict`).
 
 Where the held-out lm-eval data gives each item a `family` (and `level`), as the oracle tasks do,
 the same comparison is made per task and family, and per task, family and level
@@ -27,11 +28,11 @@ import copy
 import math
 import statistics
 
-from scipy import stats
-
 from .evaluation import group_label
 from .lineage import family_level
-from .summary import stage_totals
+
+# scipy and the summary (polars) are imported where they are used: the workflow imports this module
+# when it parses the experiment, in every job of a cluster run too.
 
 STRATEGIES = ("adversarial", "uniform")
 
@@ -41,6 +42,8 @@ def t_interval(values: list[float], confidence: float = 0.95) -> tuple[float, fl
     n = len(values)
     if n < 2:
         raise ValueError(f"a t interval needs at least 2 values, got {n}")
+    from scipy import stats
+
     mean = statistics.fmean(values)
     half = stats.t.ppf((1 + confidence) / 2, n - 1) * statistics.stdev(values) / math.sqrt(n)
     return mean, mean - half, mean + half
@@ -52,6 +55,8 @@ def mdd(values: list[float], confidence: float = 0.95, power: float = 0.8) -> fl
     n = len(values)
     if n < 2:
         raise ValueError(f"a minimal detectable difference needs at least 2 values, got {n}")
+    from scipy import stats
+
     return float((stats.t.ppf((1 + confidence) / 2, n - 1) + stats.t.ppf(power, n - 1))
                  * statistics.stdev(values) / math.sqrt(n))
 
@@ -129,6 +134,8 @@ def outcome_metrics(summary: dict) -> dict[tuple[str, int], float]:
 
 def budget(summary: dict) -> dict[str, int]:
     """LLM requests per stage over all iterations (paid + cached: the calls an API would bill)."""
+    from .summary import stage_totals
+
     return {stage: total["requests"] for stage, total in stage_totals(summary).items()}
 
 
@@ -196,8 +203,85 @@ def compositions(sets: dict[tuple[str, int], dict[int, dict[str, list[dict]]]], 
                 for st in STRATEGIES}} for k, name, family, level in cells]
 
 
+def total_variation(a: dict, b: dict) -> float:
+    """Total variation distance between two compositions (counts per family and level) as mixes: half
+    the sum of the absolute differences of their shares, 0 (the same mix) to 1 (disjoint)."""
+    na, nb = sum(a.values()), sum(b.values())
+    if not na or not nb:
+        return 0.0 if na == nb else 1.0
+    return sum(abs(a.get(key, 0) / na - b.get(key, 0) / nb) for key in set(a) | set(b)) / 2
+
+
+def homogeneity_p(tables: list[tuple[dict, dict]]) -> float | None:
+    """p-value of the chi-square test that two mixes are the same (counts per family and level), the
+    pairs of compositions pooled; None where there is one category or none."""
+    from scipy.stats import chi2_contingency
+
+    a, b = {}, {}
+    for x, y in tables:
+        for key, n in x.items():
+            a[key] = a.get(key, 0) + n
+        for key, n in y.items():
+            b[key] = b.get(key, 0) + n
+    keys = sorted(set(a) | set(b), key=str)
+    if len(keys) < 2 or not sum(a.values()) or not sum(b.values()):
+        return None
+    return float(chi2_contingency([[a.get(k, 0) for k in keys], [b.get(k, 0) for k in keys]])[1])
+
+
+# The manipulation check: (set of one arm, set it is compared with, arms compared). The new instructions
+# of the two arms, and each arm's hard split against the cache pool it was cut from.
+MANIPULATION = (("new hard", "new hard", "adversarial vs uniform"), ("new easy", "new easy", "adversarial vs uniform"),
+                ("hard split", "cache pool", "adversarial"), ("hard split", "cache pool", "uniform"))
+
+
+def manipulation_check(sets: dict[tuple[str, int], dict[int, dict[str, list[dict]]]], seeds: list[int],
+                       confidence: float = 0.95) -> list[dict]:
+    """Did the arms' data differ? Per iteration: the total variation distance between the adversarial and
+    the uniform arm's mixes (family x level) of new hard and of new easy instructions, and between each
+    arm's hard split and its cache pool, per seed, with its mean, t interval over seeds and the p-value
+    of a chi-square test of the same mix (counts pooled over seeds). A new-instruction mix that does not
+    differ between the arms means the adversarial signal had nothing to act on, whatever the outcomes.
+
+    sets: (strategy, seed) -> iteration -> set name -> instruction records (see compositions)."""
+    rows = []
+    for k in sorted(set.intersection(*(set(by_k) for by_k in sets.values()))):
+        for name, other, arms in MANIPULATION:
+            if any(not {name, other} <= set(by_k[k]) for by_k in sets.values()):
+                continue   # a set not given (e.g. no cache pool)
+            pairs = []
+            for seed in seeds:
+                if arms == "adversarial vs uniform":
+                    pairs.append((composition(sets["adversarial", seed][k][name]),
+                                  composition(sets["uniform", seed][k][other])))
+                else:
+                    pairs.append((composition(sets[arms, seed][k][name]), composition(sets[arms, seed][k][other])))
+            if not all(sum(x.values()) and sum(y.values()) for x, y in pairs):
+                continue   # a set left empty in a seed: nothing to compare
+            tv = [total_variation(x, y) for x, y in pairs]
+            mean, low, high = t_interval(tv, confidence) if len(tv) > 1 else (tv[0], None, None)
+            rows.append({"iteration": k, "set": name, "against": other, "arms": arms, "values": tv, "mean": mean,
+                         "ci_low": low, "ci_high": high, "p_same_mix": homogeneity_p(pairs)})
+    return rows
+
+
+def manipulation_verdict(rows: list[dict], confidence: float) -> str:
+    """One sentence before any outcome: did the adversarial arm get different new instructions?"""
+    new = [r for r in rows if r["arms"] == "adversarial vs uniform" and r["p_same_mix"] is not None]
+    differ = [r for r in new if r["p_same_mix"] < 1 - confidence]
+    if not new:
+        return "No new instructions to compare: the manipulation cannot be checked."
+    if not differ:
+        return ("The adversarial arm's new instructions do not differ detectably from the uniform arm's in family x "
+                f"level mix (chi-square, every iteration and set p >= {1 - confidence:g}): the adversarial signal had "
+                "nothing to act on, so the outcomes below cannot show its effect.")
+    return ("The arms' new instructions differ in family x level mix in "
+            + ", ".join(f"iteration {r['iteration']} {r['set']} (TV {r['mean']:.2f}, p={r['p_same_mix']:.2g})"
+                        for r in differ) + ": the manipulation took effect there.")
+
+
 def compare(summaries: dict[tuple[str, int], dict], seeds: list[int], confidence: float = 0.95,
-            items: dict | None = None, sets: dict | None = None) -> dict:
+            items: dict | None = None, sets: dict | None = None, effect_of_interest: float | None = None) -> dict:
     """The ablation table (schema `ablation`) from each arm's run summary, keyed (strategy, seed);
     with `items` (see compare_by_family) the per-family rows, with `sets` (see compositions) the
     family x level composition of the hard split and the new instructions."""
@@ -206,15 +290,20 @@ def compare(summaries: dict[tuple[str, int], dict], seeds: list[int], confidence
     stages = sorted(set.union(*(set(b) for b in budgets.values())))
     requests = [{"stage": stage, **{st: statistics.fmean(budgets[st, seed].get(stage, 0) for seed in seeds)
                                     for st in STRATEGIES}} for stage in stages]
-    out = {"seeds": list(seeds), "confidence": confidence, "rows": rows, "requests": requests}
+    out = {"seeds": list(seeds), "confidence": confidence, "effect_of_interest": effect_of_interest, "rows": rows,
+           "requests": requests}
     if items is not None:
         out["by_family"] = compare_by_family(items, seeds, confidence)
     if sets is not None:
         out["composition"] = compositions(sets, seeds)
+        out["manipulation"] = manipulation_check(sets, seeds, confidence)
     return out
 
 
-def verdict(row: dict) -> str:
+def verdict(row: dict, effect_of_interest: float | None = None) -> str:
+    """The row's reading: the sign of its interval; an interval that contains 0 is "too little power"
+    when the design's MDD exceeds the effect of interest (experiment.effect_of_interest), since then a
+    difference worth finding would likely be missed, and "no significant difference" otherwise."""
     d = row["difference"]
     if len(set(d["values"])) == 1 and d["mean"] != 0:  # a zero-width interval: no evidence either way
         return "no spread over seeds: not testable"
@@ -222,6 +311,8 @@ def verdict(row: dict) -> str:
         return "adversarial better"
     if d["ci_high"] < 0:
         return "uniform better"
+    if effect_of_interest is not None and d["mdd"] > effect_of_interest:
+        return f"too little power (MDD {d['mdd']:.2f} > {effect_of_interest:g})"
     return "no significant difference"
 
 
@@ -233,7 +324,7 @@ def table(ablation: dict, rows: str = "rows") -> tuple[list[str], list[list[str]
     body = [[r["metric"], str(r["iteration"]), *([str(r["items"])] if items else []), f"{r['adversarial']['mean']:.2f}",
              f"{r['uniform']['mean']:.2f}", f"{r['difference']['mean']:+.2f}",
              f"[{r['difference']['ci_low']:+.2f}, {r['difference']['ci_high']:+.2f}]", f"{r['difference']['mdd']:.2f}",
-             verdict(r)] for r in ablation[rows]]
+             verdict(r, ablation.get("effect_of_interest"))] for r in ablation[rows]]
     return ["metric", "iter", *(["items"] if items else []), "adversarial", "uniform", "adv - uni", level,
             "MDD (power 0.8)", "verdict"], body
 
@@ -253,6 +344,16 @@ def composition_table(ablation: dict) -> tuple[list[str], list[list[str]]]:
             + f" (total {sum(c[i] for c in by_level.values()):g})" for i in range(2)]])
     by = " / ".join(f"L{lv}" for lv in levels)
     return ["iter", "set", "family", f"adversarial: {by}", f"uniform: {by}"], rows
+
+
+def manipulation_table(ablation: dict) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the manipulation check: TV distance per iteration and set, interval and p-value."""
+    level = f"{100 * ablation['confidence']:g}% CI"
+    fmt = lambda x, spec=".3f": "n/a" if x is None else format(x, spec)
+    rows = [[str(r["iteration"]), f"{r['set']} vs {r['against']}", r["arms"], fmt(r["mean"]),
+             f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]", fmt(r["p_same_mix"], ".3g")]
+            for r in ablation.get("manipulation", [])]
+    return ["iter", "sets", "arm(s)", "TV distance", level, "p (same mix)"], rows
 
 
 def requests_table(ablation: dict) -> tuple[list[str], list[list[str]]]:

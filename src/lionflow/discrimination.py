@@ -156,6 +156,23 @@ def write_split_hard_easy(scores_path, threshold: float, hard_path, easy_path) -
     return n_hard, n_easy, n_failed
 
 
+def split_warning(n_hard: int, n_easy: int, band: list[float], threshold: float) -> str | None:
+    """A warning when the hard share of the scored instructions lies outside `band` (discrimination.
+    hard_fraction_band): the split then does not discriminate; the message says what to change."""
+    scored = n_hard + n_easy
+    if not scored or band[0] <= n_hard / scored <= band[1]:
+        return None
+    few = n_hard / scored < band[0]
+    change = (f"lower discrimination.threshold (now {threshold:g}), or make the student weaker or the seed "
+              "instructions harder" if few else
+              f"raise discrimination.threshold (now {threshold:g}), or make the student stronger (base model, "
+              "training) or the seed instructions easier")
+    return (f"{n_hard} of {scored} scored instructions are hard ({n_hard / scored:.0%}), outside "
+            f"discrimination.hard_fraction_band=[{band[0]:.0%}, {band[1]:.0%}]: the split does not discriminate, so "
+            "new instructions modelled on the hard ones are close to ones modelled on random instructions "
+            f"(adversarial selection degenerates to uniform); {change}")
+
+
 def failure_kind(error: pl.Expr) -> pl.Expr:
     """failed_verdicts' classification as a polars expression, for the lazy queries."""
     unparseable, request = FAILURE_KINDS

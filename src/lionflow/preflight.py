@@ -20,6 +20,8 @@ import openai
 
 from .judge import role_configs
 from .oracle import URL as BUILTIN
+from .student.facts import base_model_context, token_counter, tokenizer_file
+from .student.prompting import user_content
 
 
 class PreflightError(ValueError):
@@ -92,21 +94,6 @@ def check_endpoints(config: dict, timeout_s: float = 10.0) -> list[str]:
                 problems.append(f"{key}.params.max_tokens={max_tokens} does not fit the context of {role['model']!r} "
                                 f"at {who} ({context} tokens, prompt included)")
     return problems
-
-
-def base_model_context(spec: str) -> int | None:
-    """Context length of a local base model (directory or .gguf), None when unknown (builtin, hub id)."""
-    path = Path(spec)
-    if spec.endswith(".gguf") and path.is_file():
-        from gguf import GGUFReader
-
-        fields = GGUFReader(path).fields
-        for name, field in fields.items():
-            if name.endswith(".context_length"):
-                return int(field.parts[field.data[0]][0])
-    if path.is_dir() and (path / "config.json").is_file():
-        return json.loads((path / "config.json").read_text()).get("max_position_embeddings")
-    return None
 
 
 def check_student(config: dict) -> list[str]:
@@ -322,27 +309,58 @@ def check_judge_questions(config: dict) -> list[str]:
     return []
 
 
-def _student_tokenizer(config: dict):
-    """The base student's tokenizer where it loads without a download, else None."""
-    from transformers import AutoTokenizer
-
+def _student_token_counter(config: dict):
+    """text -> tokens with the base student's tokenizer where it is a local file (read once, see
+    lionflow.student.facts), else None."""
     spec = config["student"]["base_model"]
-    built = Path("results") / config["run"] / "base_student"
     try:
-        if (built / "tokenizer_config.json").is_file():
-            return AutoTokenizer.from_pretrained(built)
+        if path := tokenizer_file(str(Path("results") / config["run"] / "base_student")) or tokenizer_file(spec):
+            return token_counter(path)
         if spec.startswith("builtin:"):
             from .student.builtin import build_tokenizer
 
-            return build_tokenizer()
-        if spec.endswith(".gguf"):
-            return AutoTokenizer.from_pretrained(Path(spec).parent, gguf_file=Path(spec).name)
-        return AutoTokenizer.from_pretrained(spec, local_files_only=True)
+            tokenizer = build_tokenizer()
+        else:   # a hub id: its tokenizer from the local HF cache, if there
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(spec, local_files_only=True)
+        return lambda text: len(tokenizer(text)["input_ids"])
     except (OSError, ValueError):
         return None
 
 
 ANSWER_ROOM = 16   # tokens of student.train.max_length a seed's rendered prompt must leave for an answer
+
+
+def _student_prompt(config: dict, model: bool = True):
+    """user content -> the prompt text the student trains on (its chat template, as
+    lionflow.student.prompting renders it), from the template file alone (no model is loaded); None
+    when it cannot be rendered here. model False: without looking into the model (the forced template,
+    else the Alpaca one), for a first, cheap bound."""
+    import jinja2.sandbox
+
+    from .student.prompting import chat_template as alpaca
+
+    setting, spec = config["student"]["chat_template"], config["student"]["base_model"]
+    try:
+        source = Path(setting).read_text() if setting != "auto" else None
+        for tok in ((tokenizer_file(str(Path("results") / config["run"] / "base_student")), tokenizer_file(spec))
+                    if model and source is None else ()):
+            if tok is not None and (tok.parent / "chat_template.jinja").is_file():
+                source = (tok.parent / "chat_template.jinja").read_text()
+            elif tok is not None and (tok.parent / "tokenizer_config.json").is_file():
+                source = json.loads((tok.parent / "tokenizer_config.json").read_text()).get("chat_template")
+            if isinstance(source, str):
+                break
+        env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.globals["raise_exception"] = lambda message: (_ for _ in ()).throw(jinja2.TemplateError(message))
+        template = env.from_string(source if isinstance(source, str) else alpaca())
+        render = lambda content: template.render(messages=[{"role": "user", "content": content}],
+                                                 add_generation_prompt=True, bos_token="", eos_token="")
+        render("x")
+        return render
+    except (OSError, ValueError, jinja2.TemplateError):
+        return None
 
 
 def check_seeds(config: dict) -> list[str]:
@@ -363,30 +381,24 @@ def check_seeds(config: dict) -> list[str]:
     # A token holds at least one byte of text for every tokenizer we meet (byte-level BPE, SentencePiece
     # with byte fallback: at most one token per byte, plus a word-start marker): only longer texts are counted.
     text = lambda r: r["instruction"] + "\n" + (r.get("input") or "")
-    tokenizer = _student_tokenizer(config)
-    if tokenizer is not None:
-        from .student.prompting import ensure_chat_template, prompt_text
-
-        try:
-            ensure_chat_template(tokenizer, config["student"]["chat_template"])
-        except OSError:
-            tokenizer = None   # a missing template file: check_student names it
-    if tokenizer is not None:
-        count = lambda r: len(tokenizer(prompt_text(tokenizer, r["instruction"], r.get("input") or ""),
-                                        add_special_tokens=True).input_ids)
-        overhead = count({"instruction": "", "input": ""}) + 8
-    else:
-        count, overhead = (lambda r: len(text(r).encode("utf-8"))), 0
-    bound = lambda r: overhead + len(text(r).encode("utf-8")) + len(text(r).split())
+    # A first bound without reading the model: the prompt's bytes (at least its tokens) in the Alpaca (or the
+    # forced) template, + words (word-start markers) + room for a model's own, longer template.
+    cheap = _student_prompt(config, model=False) or (lambda content: content)
+    bound = lambda r: (len(cheap(user_content(r["instruction"], r.get("input"))).encode("utf-8"))
+                       + len(text(r).split()) + 64)
+    close = [(n, r) for n, r in records if bound(r) + ANSWER_ROOM > max_length]
+    if not close:
+        return []
+    count = _student_token_counter(config)
+    render = _student_prompt(config) if count else None
     problems = []
-    for lineno, record in records:
-        if bound(record) + ANSWER_ROOM <= max_length:
-            continue
-        n = count(record)
+    for lineno, record in close:
+        n = (count(render(user_content(record["instruction"], record.get("input")))) if render else
+             count(text(record)) if count else len(text(record).encode("utf-8")))
         if n + ANSWER_ROOM > max_length:
             problems.append(f"{path}:{lineno}: instruction {record['id']!r} is {n} tokens"
-                            + (" in the student's prompt template" if tokenizer else
-                               " (bytes: the student's tokenizer is not available yet)")
+                            + (" in the student's prompt template" if render else " (without the prompt template)"
+                               if count else " (bytes: the student's tokenizer is not available yet)")
                             + f", leaving less than {ANSWER_ROOM} tokens of student.train.max_length={max_length} "
                             "for an answer: it would be paid for and then cut away in training (shorten it, drop "
                             "it, or raise max_length)")

@@ -126,6 +126,11 @@ def lineage_table(summary: dict) -> tuple[list[str], list[list[str]]]:
     return ["iter", *families, "hard"], rows
 
 
+def split_warnings(summary: dict) -> list[str]:
+    return [f"iteration {it['iteration']}: {it['split_warning']}" for it in summary["iterations"]
+            if it.get("split_warning")]
+
+
 def referee_warnings(summary: dict) -> list[str]:
     return [f"iteration {it['iteration']}: {it['referee']['warning']}" for it in summary["iterations"]
             if (it.get("referee") or {}).get("warning")]
@@ -185,6 +190,7 @@ def run_report_markdown(summary: dict) -> str:
               "`average` is the one the lm-eval group declares (`aggregate_metric_list`).",
               "", markdown(reasoning_table(summary)), "",
               "## The loop", "", markdown(loop_table(summary)), "",
+              *(f"**Warning**, {w}." for w in split_warnings(summary)), "",
               "## Referee reliability", "", REFEREE_TEXT, "", markdown(referee_table(summary)), "",
               *(f"**Warning**, {w}." for w in referee_warnings(summary)),
               "", "## Hard instructions by seed family", "", LINEAGE_TEXT, "", markdown(lineage_table(summary)), "",

@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 
 from .artifacts import read_json, schema, write_json
-from .discrimination import referee_reliability
+from .discrimination import referee_reliability, split_warning
 from .frames import scan_frame
 from .imitation import EXCLUDED_KINDS
 from .lineage import families_of, index_files
@@ -48,14 +48,17 @@ def excluded_answers(stages) -> dict[str, int]:
 
 
 def iteration_summary(k: int, inputs, *, llm: dict, evaluation: dict, judge: dict | None = None,
-                      threshold: float, min_order_agreement: float) -> dict:
-    """Iteration k's row: pool and split sizes, referee scores and reliability, rejections, LLM statistics,
-    evaluations."""
+                      threshold: float, min_order_agreement: float, hard_fraction_band: list[float]) -> dict:
+    """Iteration k's row: pool and split sizes, the hard fraction (and a warning outside the band),
+    referee scores and reliability, rejections, LLM statistics, evaluations."""
     i = k - 1
     sizes = {field: scan_frame(getattr(inputs, name)[i], kind).select(pl.len()).collect(engine="streaming").item()
              for field, (name, kind) in POOL_FILES.items()}
     scores = scan_frame(inputs.scores[i], "referee_score")
-    return {"iteration": k, **sizes, **score_statistics(scores),
+    scored = sizes["n_hard"] + sizes["n_easy"]
+    return {"iteration": k, **sizes, "hard_fraction": round(sizes["n_hard"] / scored, 4) if scored else None,
+            "split_warning": split_warning(sizes["n_hard"], sizes["n_easy"], hard_fraction_band, threshold),
+            **score_statistics(scores),
             "referee": referee_reliability(scores, threshold, min_order_agreement),
             "rejected": rejection_counts(inputs.rejected[i]),
             "excluded_answers": excluded_answers(llm.values()),
@@ -85,10 +88,10 @@ def stage_totals(summary: dict) -> dict[str, dict]:
 
 
 def summarize(inputs, out_path: str, run: str, config: dict, root, *, threshold: float,
-              min_order_agreement: float) -> dict:
+              min_order_agreement: float, hard_fraction_band: list[float]) -> dict:
     """`inputs`: Snakemake's named input lists (one path per iteration, in iteration order); `config`: the
-    run's validated config and `root` the project's checkout, for the provenance; threshold and
-    min_order_agreement: discrimination's (the referee's reliability)."""
+    run's validated config and `root` the project's checkout, for the provenance; threshold,
+    min_order_agreement and hard_fraction_band: discrimination's (the split and the referee's reliability)."""
     stats = {i + 1: {stage: read_json(getattr(inputs, f"llm_{stage}")[i], "llm_stats") for stage in LLM_STAGES}
              for i in range(len(inputs.train_pools))}
     # The judge's results and request statistics, when the open-ended evaluation is enabled.
@@ -103,6 +106,7 @@ def summarize(inputs, out_path: str, run: str, config: dict, root, *, threshold:
             llm=stats.get(i + 1, {}),
             evaluation=read_json(inputs.iteration_evals[i], "eval_metrics")["metrics"],
             judge=judges.get(f"iter{i + 1}"), threshold=threshold, min_order_agreement=min_order_agreement,
+            hard_fraction_band=hard_fraction_band,
         ))
         hard_ids = scan_frame(inputs.hard[i], "scored_instruction").select("id").collect(engine="streaming")["id"]
         iterations[-1]["hard_by_seed_family"] = dict(sorted(families_of(hard_ids, lineage).items()))
@@ -140,7 +144,10 @@ def format_table(summary: dict) -> str:
                      str(sum(excluded_answers(it["llm"].values()).values()))]
                     + [f"{it['eval'].get(t, float('nan')):.3f}" for t in tasks] + [judge(it.get("judge"))])
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [head, *rows])
+    warnings = [f"Warning, iteration {it['iteration']}: {it['split_warning']}" for it in summary["iterations"]
+                if it.get("split_warning")]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [head, *rows]]
+    return "\n".join(lines + warnings)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,11 @@ log = setup_logging(snakemake)
 # the project's checkout: this script is workflow/scripts/ in it
 summary = summarize(snakemake.input, snakemake.output.summary, run=snakemake.config["run"], config=snakemake.config,
                     root=Path(__file__).resolve().parents[2], threshold=snakemake.params.threshold,
-                    min_order_agreement=snakemake.params.min_order_agreement)
+                    min_order_agreement=snakemake.params.min_order_agreement,
+                    hard_fraction_band=snakemake.params.hard_fraction_band)
 for it in summary["iterations"]:
-    if it["referee"]["warning"]:
-        log.warning("iteration %d: %s", it["iteration"], it["referee"]["warning"])
+    for warning in (it["split_warning"], it["referee"]["warning"]):
+        if warning:
+            log.warning("iteration %d: %s", it["iteration"], warning)
 log.info("summary written: %d iterations, final eval %s; %s", len(summary["iterations"]), summary["final_eval"],
          describe(summary["provenance"]))

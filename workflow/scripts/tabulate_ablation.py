@@ -3,14 +3,21 @@ MDD, overall and per held-out family; the family x level composition of the hard
 import json
 from pathlib import Path
 
-from lionflow.ablation import compare, composition_table, requests_table, table
+from lionflow.ablation import (
+    compare,
+    composition_table,
+    manipulation_table,
+    manipulation_verdict,
+    requests_table,
+    table,
+)
 from lionflow.artifacts import atomic_write, read_json, read_jsonl, write_json
 from lionflow.report import html, html_page, markdown, plot_ablation, plot_ablation_by_family
 from lionflow.smk import setup_logging
 
 log = setup_logging(snakemake)
-SETS = {"hard split": ("hard", "scored_instruction"), "new hard": ("new_hard", "instruction"),
-        "new easy": ("new_easy", "instruction")}
+SETS = {"cache pool": ("cache_pool", "instruction"), "hard split": ("hard", "scored_instruction"),
+        "new hard": ("new_hard", "instruction"), "new easy": ("new_easy", "instruction")}
 summaries, items, sets = {}, {}, {}
 for arm in snakemake.params.arms:
     key, run = (arm["strategy"], arm["seed"]), Path(arm["dir"])
@@ -19,22 +26,30 @@ for arm in snakemake.params.arms:
                   ["lionflow"]["items"] for k in [0, *snakemake.params.iterations]}  # 0: the base student
     sets[key] = {k: {name: read_jsonl(run / f"iter{k}/{stem}.jsonl", kind) for name, (stem, kind) in SETS.items()}
                  for k in snakemake.params.iterations}
-ablation = compare(summaries, snakemake.params.seeds, snakemake.params.confidence, items=items, sets=sets)
+ablation = compare(summaries, snakemake.params.seeds, snakemake.params.confidence, items=items, sets=sets,
+                   effect_of_interest=snakemake.params.effect_of_interest)
 write_json(snakemake.output.ablation, ablation, "ablation")
 n = len(ablation["seeds"])
 level = f"{100 * ablation['confidence']:g}%"
 intro = (f"Adversarial vs uniform generation, paired by seed over seeds {ablation['seeds']}: mean of each arm, mean "
          f"difference adversarial - uniform, its {level} t interval (df = {n - 1}) and the minimal detectable "
-         f"difference (MDD: (t_(1+c)/2 + t_0.8) * sd / sqrt({n}), the difference this design finds with power 0.8). "
+         f"difference (MDD: (t_(1+c)/2 + t_0.8) * sd / sqrt({n}), the difference this design finds with power 0.8); "
+         f"an interval that contains 0 reads \"too little power\" where the MDD exceeds the effect of interest "
+         f"({ablation['effect_of_interest']:g} points, experiment.effect_of_interest). "
          "Iteration 1 precedes any generation: both arms of a seed share it, so its difference is 0.")
 by_family = ("The same comparison per held-out lm-eval task and family (`<task> <family>`) and level "
              "(`... L<level>`), on that family's items (`items`): where the adversarial data goes, what it buys. "
              "Iteration 0 is the base student, where both arms start (shared: difference 0).")
 composition = ("Mean number of instructions over seeds, per level (L1 / L2 / ...), by the oracle task family "
-               "they parse as: the referee's hard split and the generator's new hard and new easy instructions "
-               "(`other`: no oracle family).")
+               "they parse as: the cache pool, the referee's hard split cut from it, and the generator's new hard "
+               "and new easy instructions (`other`: no oracle family).")
+manipulation = (manipulation_verdict(ablation["manipulation"], ablation["confidence"]) + " Total variation (TV) "
+                "distance between the family x level mixes, 0 (the same mix) to 1 (disjoint): the arms' new "
+                "instructions, and each arm's hard split against its cache pool; per seed, mean with its "
+                f"{level} t interval over seeds, and the p-value of a chi-square test of the same mix (counts "
+                "pooled over seeds). Sampling alone gives a TV above 0.")
 budget = "Mean LLM requests per stage and arm over all iterations (the budget the arms share)."
-sections = [("Outcomes", intro, table(ablation)), ("By family and level", by_family, table(ablation, "by_family")),
+sections = [("Manipulation check", manipulation, manipulation_table(ablation)), ("Outcomes", intro, table(ablation)), ("By family and level", by_family, table(ablation, "by_family")),
             ("Hard split and new instructions by family and level", composition, composition_table(ablation)),
             ("Budget", budget, requests_table(ablation))]
 atomic_write(snakemake.output.markdown, "# Ablation\n\n" + "\n\n".join(

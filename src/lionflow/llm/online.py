@@ -190,7 +190,8 @@ class OnlineSender:
                 stop.append(result)
                 result = None
             elif isinstance(result, BaseException):
-                crashed.append(result)   # a bug or a cache that cannot be written, not a failed request: re-raised
+                if result not in crashed:   # a bug or a cache that cannot be written, not a failed request: re-raised
+                    crashed.append(result)
                 result = None
             gen = gens.pop(key, None)
             if gen is not None:
@@ -225,7 +226,7 @@ class OnlineSender:
                 if not live:
                     breaker.last_progress = time.monotonic()
                 task = asyncio.ensure_future(self._send(client, send_slots, key, messages, params, rid, breaker,
-                                                        open_circuit, check))
+                                                        open_circuit, check, halt))
                 live.add(task)
                 task.add_done_callback(lambda t, key=key: finished(key, t))
                 tasks.append(task)
@@ -264,6 +265,13 @@ class OnlineSender:
                             resolve(key, None)
                         else:
                             await start(key)
+
+        def halt(e: BaseException | None = None) -> bool:
+            """Whether the call is stopping (nothing more is sent); e: a crash, recorded at once, so that no send
+            queued behind it goes out before its task's done-callback runs."""
+            if e is not None and e not in crashed:
+                crashed.append(e)
+            return bool(stop or crashed or breaker.tripped)
 
         guard = asyncio.ensure_future(watchdog()) if self.role.no_progress_s else None
         try:
@@ -311,7 +319,7 @@ class OnlineSender:
         return results
 
     async def _send(self, client, send_slots, key, messages, params, rid=None, breaker=None, open_circuit=None,
-                    check=None) -> Completion | LLMFailure:
+                    check=None, halt=None) -> Completion | LLMFailure | None:
         prompt_est, completion_est, max_tokens = self.books.estimate(messages, params)
         worst_usd = self.role.price.cost(prompt_est, max_tokens or completion_est)
         if self.ledger:
@@ -338,6 +346,9 @@ class OnlineSender:
                     async with send_slots:
                         estimate = prompt_est + self.books.estimate(messages, params)[1]  # learns as answers arrive
                         await self.limiter.acquire(estimate)
+                        if halt and halt():
+                            self.limiter.settle_tokens(estimate, 0)
+                            return None      # the call is stopping: not sent (a rerun sends it)
                         try:
                             try:
                                 r = read_reply(await client.chat.completions.create(
@@ -379,7 +390,12 @@ class OnlineSender:
                 open_circuit()
             return LLMFailure(f"{self.role.where()}: empty message (finish_reason={choice.finish_reason}) on "
                               f"{describe_request(key, messages, rid)}", "empty message")
-        completion = self.books.store(key, choice.message.content, choice.finish_reason, usage, served, fingerprint)
+        try:
+            completion = self.books.store(key, choice.message.content, choice.finish_reason, usage, served, fingerprint)
+        except Exception as e:
+            if halt:
+                halt(e)
+            raise
         problem = check(completion) if check else None
         if breaker:
             if problem is None:
