@@ -124,8 +124,16 @@ def state_memory(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> di
 
 
 def full_state_dict(model: torch.nn.Module) -> dict:
-    """The whole model's weights gathered on the CPU of process 0 (empty elsewhere): a collective call."""
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    """The whole model's weights gathered on the CPU of process 0 (empty elsewhere): a collective call.
+
+    A tied weight (SmolLM2's output head is its embedding) comes back as a copy under each name; only the
+    first name is kept, as in the model's own state dict, so save_pretrained writes it once."""
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    first: dict[int, str] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if first.setdefault(id(p), name) != name:
+            state.pop(name, None)
+    return state
 
 
 def _rng_state() -> dict:
