@@ -15,7 +15,6 @@ gradient, and what differs is floating-point summation order.
 """
 import json
 import shutil
-import signal
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from safetensors.torch import load_file
 
 from lionflow.student.builtin import build_tiny_student
 
+from gpu_check import SMOLLM2_135M, build_student, kill_tree  # the GPU check's model and kill -9 of a launch tree
 from test_training_resume import LORA, finish, launch
 
 pytestmark = pytest.mark.slow
@@ -59,24 +59,9 @@ def max_loss_diff(a: dict, b: dict) -> float:
     return max(abs(s["loss"] - ref[s["step"]]) for s in b["steps"])
 
 
-def kill_tree(proc) -> int:
-    """SIGKILL the launcher and every process under it (torchrun's workers run in sessions of their own)."""
-    import psutil
-
-    procs = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-    for p in procs:
-        try:
-            p.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
-    proc.communicate()
-    _, alive = psutil.wait_procs(procs, timeout=60)
-    assert not alive, f"{alive} survived SIGKILL"
-    return len(procs)
-
-
 def kill_after_first_state(proc, state: Path) -> int:
-    """Wait for the first saved state, then kill the whole tree; the saved step."""
+    """Wait for the first saved state, then SIGKILL the launcher and every process under it (torchrun's workers
+    run in sessions of their own); the saved step."""
     deadline = time.time() + 240
     while not (state / "latest" / "progress.json").exists():
         assert proc.poll() is None and time.time() < deadline, "no training state was saved"
@@ -91,8 +76,6 @@ def kill_after_first_state(proc, state: Path) -> int:
 @pytest.fixture(scope="module")
 def smollm2_runs(tmp_path_factory):
     """The same training by one process (no sharding) and by two (FSDP2): their training logs and folders."""
-    from gpu_check import SMOLLM2_135M, build_student
-
     tmp = tmp_path_factory.mktemp("smollm2-arch")
     build_student(tmp / "init", {**SMOLLM2_135M, "num_hidden_layers": 2}, seq_len=256)
     run = {"init": tmp / "init", "data": write_data(tmp / "data.jsonl", 32)}
@@ -181,6 +164,9 @@ def test_killed_sharded_training_resumes_with_the_same_weights_on_2_or_1_process
     assert not (d / "killed.resume").exists()
 
     one = training_log(d / "on-one")
+    print(f"\nkilled at a state of step {saved}; resumed on 2: max |loss diff| {max_loss_diff(uninterrupted, same):.1e}, "
+          f"|weight diff| {max_weight_diff(d / 'whole', d / 'killed'):.1e}; on 1: {max_loss_diff(uninterrupted, one):.1e}, "
+          f"{max_weight_diff(d / 'whole', d / 'on-one'):.1e}")
     assert one["resumed_from_step"] == saved and one["optimizer_steps"] == 16 and one["sharding"]["method"] == "none"
     assert max_loss_diff(uninterrupted, one) <= PARITY_TOL and max_weight_diff(d / "whole", d / "on-one") <= PARITY_TOL
 
@@ -191,6 +177,8 @@ def test_one_process_state_resumes_on_two(tiny, uninterrupted):
                                    d / "from-one.resume")
     finish(launch(tiny, d / "from-one", RESUME_CFG, processes=2))
     log = training_log(d / "from-one")
+    print(f"\n1 process killed at a state of step {saved}, resumed on 2: max |loss diff| "
+          f"{max_loss_diff(uninterrupted, log):.1e}, |weight diff| {max_weight_diff(d / 'whole', d / 'from-one'):.1e}")
     assert log["resumed_from_step"] == saved and log["optimizer_steps"] == 16 and log["sharding"]["method"] == "fsdp2"
     assert max_loss_diff(uninterrupted, log) <= PARITY_TOL and max_weight_diff(d / "whole", d / "from-one") <= PARITY_TOL
 
