@@ -202,3 +202,21 @@ def test_lora_composes_with_fsdp2(tiny):
     with_adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny["init"]), d / "lora2" / "adapter")
     with torch.no_grad():
         assert torch.allclose(merged(input_ids=ids).logits, with_adapter(input_ids=ids).logits, atol=1e-4)
+
+
+def test_a_state_of_another_format_says_how_to_resume(tiny, tmp_path):
+    """A resumable state written by accelerate's save_state (lionflow before FSDP2) is refused, naming the way out."""
+    from lionflow.artifacts import read_jsonl
+    from lionflow.student.train import TrainConfig, train
+
+    from conftest import train_settings
+
+    state = tmp_path / "out.resume"
+    (state / "latest").mkdir(parents=True)
+    (state / "latest" / "progress.json").write_text('{"step": 4, "epoch": 0, "micro": 4}')
+    (state / "latest" / "model.safetensors").write_text("")
+    with pytest.raises(RuntimeError, match=r"holds no torch.distributed.checkpoint state .*: delete .*out.resume to "
+                                           r"train from the start"):
+        train(tiny["init"], read_jsonl(tiny["data"], "answer"), tmp_path / "out",
+              TrainConfig(**train_settings(**RESUME_CFG)), state_dir=state, device="cpu")
+    assert not (tmp_path / "out").exists()
