@@ -220,3 +220,16 @@ def test_a_state_of_another_format_says_how_to_resume(tiny, tmp_path):
         train(tiny["init"], read_jsonl(tiny["data"], "answer"), tmp_path / "out",
               TrainConfig(**train_settings(**RESUME_CFG)), state_dir=state, device="cpu")
     assert not (tmp_path / "out").exists()
+
+
+def test_fsdp_false_trains_replicated_with_ddp(tiny):
+    """student.train.fsdp: false - every process holds the whole model (DDP), and its losses are still 1 process's."""
+    d, cfg = tiny["dir"], dict(epochs=1, learning_rate=1e-3, effective_batch_size=16, per_device_batch_size=4)
+    procs = {n: launch(tiny, d / f"ddp{n}", {**cfg, "fsdp": False}, processes=n) for n in (1, 2)}
+    for p in procs.values():
+        finish(p)
+    one, two = training_log(d / "ddp1"), training_log(d / "ddp2")
+    assert two["sharding"] == {"method": "ddp", "processes": 2}
+    whole = one["state_memory"]["per_rank"][0]
+    assert [r["total_mib"] for r in two["state_memory"]["per_rank"]] == [whole["total_mib"]] * 2
+    assert max_loss_diff(one, two) <= PARITY_TOL
