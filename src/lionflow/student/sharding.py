@@ -62,6 +62,9 @@ def shard(model: torch.nn.Module, device: torch.device, bf16: bool) -> torch.nn.
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else MixedPrecisionPolicy()
     classes = layer_classes(model)
     layers = [m for m in model.modules() if type(m).__name__ in classes]
+    if not layers:
+        raise ValueError(f"{KEY}: {type(model).__name__} has no module of its _no_split_modules {sorted(classes)} to "
+                         f"shard by; set {KEY}: false to train it replicated (DDP)")
     for layer in layers:
         fully_shard(layer, mesh=mesh, mp_policy=mp)
     fully_shard(model, mesh=mesh, mp_policy=mp)
