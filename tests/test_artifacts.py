@@ -151,7 +151,7 @@ def test_writes_refuse_nan_and_infinity_naming_the_field(tmp_path):
 
 def test_a_folder_appears_only_complete(tmp_path):
     """atomic_dir (the trained checkpoint): filled in a temp folder, renamed into place; a crash leaves the
-    previous folder (or none) and its temp folder goes at the next write."""
+    previous folder (or none), and a single writer's next write removes the temp folder a kill -9 left."""
     out = tmp_path / "student"
     with pytest.raises(RuntimeError):
         with atomic_dir(out) as tmp:
@@ -162,7 +162,7 @@ def test_a_folder_appears_only_complete(tmp_path):
         (tmp / "model.safetensors").write_text("v1")
     stale = tmp_path / ".student.x.tmp"  # what a kill -9 leaves (no exception handler runs)
     stale.mkdir()
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, single_writer=True) as tmp:
         assert not out.joinpath("config.json").exists() and (out / "model.safetensors").read_text() == "v1"
         (tmp / "model.safetensors").write_text("v2")
     assert [p.name for p in tmp_path.iterdir()] == ["student"] and (out / "model.safetensors").read_text() == "v2"
