@@ -4,11 +4,12 @@ On one GPU, within about 8 minutes, with a student of SmolLM2-135M's architectur
 random weights: the checkpoint is too big to carry) and the project's byte-level tokenizer:
 
 1. train: the training rule's own command (`python -m accelerate.commands.launch --config_file
-   config/accelerate/fsdp.yaml --num_processes 1 -m lionflow.student.train ...`, FSDP, bf16) on
-   synthetic teacher answers, every sequence exactly `seq_len` tokens (no padding). tokens/s is
-   the mean of the training log's tok/s windows after the first (which holds the warm-up); MFU =
-   6 x parameters x tokens/s / the GPU's dense bf16 peak (benchmarks/train_throughput.py's table:
-   989e12 FLOP/s for the H200, the datasheet figure without sparsity).
+   config/accelerate/gpus.yaml --num_processes <GPUs> -m lionflow.student.train ...`: one process per
+   GPU, the student sharded with FSDP2 by lionflow.student.sharding, bf16 compute) on synthetic
+   teacher answers, every sequence exactly `seq_len` tokens (no padding). tokens/s is the mean of
+   the training log's tok/s windows (all processes) after the first (which holds the warm-up); MFU =
+   6 x parameters x tokens/s / (GPUs x one GPU's dense bf16 peak) (benchmarks/train_throughput.py's
+   table: 989e12 FLOP/s for the H100/H200, the datasheet figure without sparsity).
 2. resume: the same training killed with SIGKILL (launcher and worker) once a state is saved,
    then relaunched: it must resume at the saved step and end with the uninterrupted run's
    optimizer steps; the largest loss difference per step against that run is reported.
@@ -20,14 +21,15 @@ random weights: the checkpoint is too big to carry) and the project's byte-level
    imports (its wheels travel in .gpu-wheels/); else reported as skipped with the reason.
 
 Prints one JSON line (the last line of stdout) and writes it to $OUT/gpu_check.json with the
-training logs when OUT is set. `--smoke` (or GPU_CHECK_SMOKE=1): tiny sizes on the CPU, the
-two training processes over gloo (accelerate's FSDP needs a GPU), so the script is exercised by
+training logs when OUT is set. `--smoke` (or GPU_CHECK_SMOKE=1): tiny sizes on the CPU, the same
+launch with two training processes over gloo (FSDP2 in float32), so the script is exercised by
 tests/test_gpu_check.py on any machine.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import re
@@ -120,16 +122,19 @@ def write_teacher_data(path: Path, n: int, seq_len: int) -> None:
     write_jsonl(path, records, "answer")
 
 
-def launch_args(gpu: bool) -> list[str]:
-    """rules/common.smk accelerate_launch_args for a job with one GPU: the FSDP config, one process.
+def processes(gpu: bool) -> int:
+    """One training process per GPU of the machine; two CPU processes in the smoke."""
+    import torch
 
-    The smoke on CPU runs two processes over gloo (`--multi_gpu`): like the FSDP launch, that goes
-    through torchrun's agent, whose workers run in process sessions of their own (see kill_tree).
+    return torch.cuda.device_count() if gpu else 2
+
+
+def launch_args(gpu: bool) -> list[str]:
+    """rules/common.smk accelerate_launch_args for a job with the machine's GPUs: config/accelerate/gpus.yaml,
+    one process per GPU. The smoke on CPU launches the same with two processes (over gloo). It goes through
+    torchrun's agent, whose workers run in process sessions of their own (see kill_tree).
     """
-    if gpu:
-        return ["--config_file", str(ROOT / "config/accelerate/fsdp.yaml"), "--num_processes", "1"]
-    return ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-            "--dynamo_backend", "no"]
+    return ["--config_file", str(ROOT / "config/accelerate/gpus.yaml"), "--num_processes", str(processes(gpu))]
 
 
 def kill_tree(proc: subprocess.Popen) -> int:
@@ -205,11 +210,14 @@ def phase_train(work: Path, s: dict, gpu: bool, n_params: int, out: dict) -> dic
     tokens_per_s = sum(timed) / len(timed) if timed else None
     import torch
     name = torch.cuda.get_device_name() if gpu else None
-    peak = peak_tflops(name) if name else None
+    peak = peak_tflops(name) * processes(gpu) if name and peak_tflops(name) else None  # all the GPUs
     out["train"] = {
         "launch": "python -m accelerate.commands.launch " + " ".join(launch_args(gpu)).replace(str(ROOT) + "/", "")
                   + " -m lionflow.student.train",
-        "precision": "bf16" if gpu else "fp32", "seq_len": s["seq_len"], "per_device_batch": s["per_device_batch"],
+        "precision": "bf16" if gpu else "fp32", "processes": summary["num_processes"],
+        "sharding": {k: summary["sharding"].get(k) for k in ("method", "processes", "sharded_modules", "mixed_precision")},
+        "state_memory_per_process_mib": summary["state_memory"]["per_rank"] if summary["state_memory"] else None,
+        "seq_len": s["seq_len"], "per_device_batch": s["per_device_batch"],
         "grad_accum": summary["grad_accum"], "tokens_per_step": s["effective_batch"] * s["seq_len"],
         "optimizer_steps": summary["optimizer_steps"], "final_loss": summary["final_loss"],
         "first_loss": summary["steps"][0]["loss"] if summary["steps"] else None,
@@ -218,7 +226,8 @@ def phase_train(work: Path, s: dict, gpu: bool, n_params: int, out: dict) -> dic
         "mfu": round(6 * n_params * tokens_per_s / (peak * 1e12), 4) if peak and tokens_per_s else None,
         "mfu_formula": "6 * params * tokens_per_s / peak_flops (attention FLOPs left out)",
         "peak_flops": peak * 1e12 if peak else None,
-        "peak_flops_source": f"{name}: dense bf16 datasheet figure (benchmarks/train_throughput.py)" if peak else
+        "peak_flops_source": f"{processes(gpu)} x {name}: dense bf16 datasheet figure (benchmarks/train_throughput.py)"
+                             if peak else
                              "no GPU: no MFU",
     }
     return {**cfg, "_whole": summary}
@@ -412,6 +421,8 @@ def main(argv=None) -> int:
                         "tokenizer": "lionflow.student.builtin.build_tokenizer (byte-level, 259 tokens)"}
         return n_params
 
+    # every process gets whole micro-batches: the effective batch grows with the GPUs of a bigger machine
+    s["effective_batch"] = math.lcm(s["effective_batch"], s["per_device_batch"] * processes(gpu))
     n_params = phase("setup", setup)
     cfg = phase("train", phase_train, work, s, gpu, n_params, out, needs=("setup",))
     phase("resume", phase_resume, work, s, gpu, cfg or {}, out, needs=("train",))

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU path of lionflow in one run on one GPU (issue 10, item 6): FSDP bf16 training through the
+# Every GPU path of lionflow in one run on the machine's GPUs (issue 10, item 6): FSDP2 bf16 training through the
 # training rule's own command (tokens/s, MFU), SIGKILL + resume, batched vs one-at-a-time generation,
 # lm-eval on cuda. Prints ONE JSON line (also $OUT/gpu_check.json). Details: benchmarks/gpu_check.py.
 #
@@ -13,7 +13,7 @@
 #        timeout_s: 600        (the check ends in about 8 minutes at most; its own budget is 450 s of phases)
 #      The figures are the output's last line and $OUT/gpu_check.json (with the three training logs
 #      and lm_eval.json).
-# On CPU, tiny sizes, two training processes over gloo (FSDP needs a GPU), run by tests/test_gpu_check.py:
+# On CPU, tiny sizes, the same launch with two training processes over gloo (FSDP2, fp32), run by tests/test_gpu_check.py:
 #        GPU_CHECK_SMOKE=1 bash benchmarks/gpu_check.sh      (or: bash benchmarks/gpu_check.sh --smoke)
 set -euo pipefail
 cd "$(dirname "$0")/.."

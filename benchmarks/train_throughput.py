@@ -1,8 +1,9 @@
 """Training throughput of the student: tokens/s per device and MFU.
 
     python benchmarks/train_throughput.py                       # builtin tiny student on CPU
-    accelerate launch --config_file config/accelerate/fsdp.yaml --num_processes 8 \
+    accelerate launch --config_file config/accelerate/gpus.yaml --num_processes 8 \
         benchmarks/train_throughput.py --model /path/to/llama --seq-len 1024 --batch 2
+    (data-parallel through accelerate's prepare; the training rule's FSDP2 path: benchmarks/gpu_check.sh)
 
 Times `--steps` optimizer steps (after `--warmup` untimed ones) of the same forward/backward/
 AdamW step the training rule runs, on random token sequences of `--seq-len`. MFU uses the

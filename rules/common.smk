@@ -91,7 +91,8 @@ def iteration_files(name):
 
 
 def accelerate_launch_args(wildcards, input, resources):
-    """One process per GPU of the job with the FSDP config; one plain process on a CPU-only job."""
+    """One process per GPU of the job (the training shards the student over them with FSDP2,
+    student.train.fsdp); one plain process on a CPU-only job."""
     if resources.gpu > 0:
         return (
             f"--config_file {input.accelerate_config} --num_processes {resources.gpu}"

@@ -76,7 +76,7 @@ rule train_student:
     input:
         init=student_init,
         data=f"{ITER}/teacher_train.jsonl",
-        accelerate_config="config/accelerate/fsdp.yaml",
+        accelerate_config="config/accelerate/gpus.yaml",
     output:
         directory(f"{ITER}/student"),
     log:

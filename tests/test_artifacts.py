@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from lionflow.artifacts import ArtifactError, read_json, read_jsonl, write_json, write_jsonl
+from lionflow.artifacts import ArtifactError, atomic_dir, read_json, read_jsonl, write_json, write_jsonl
 
 POOL_RECORD = {"id": "a", "instruction": "Say hi.", "input": "", "origin": "seed", "iteration": 0,
                "parent_id": None, "max_similarity": None, "parent_pool": None, "parent_similarity": None}
@@ -147,3 +147,31 @@ def test_writes_refuse_nan_and_infinity_naming_the_field(tmp_path):
     with pytest.raises(ArtifactError, match=r"pool.jsonl:2: field 'max_similarity': not a finite number"):
         write_jsonl(tmp_path / "pool.jsonl", [POOL_RECORD, record], "instruction")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_appears_only_complete(tmp_path):
+    """atomic_dir (the trained checkpoint): filled in a temp folder, renamed into place; a crash leaves the
+    previous folder (or none), and a single writer's next write removes the temp folder a kill -9 left."""
+    out = tmp_path / "student"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(out) as tmp:
+            (tmp / "model.safetensors").write_text("half")
+            raise RuntimeError("killed mid-save")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_dir(out) as tmp:
+        (tmp / "model.safetensors").write_text("v1")
+    stale = tmp_path / ".student.x.tmp"  # what a kill -9 leaves (no exception handler runs)
+    stale.mkdir()
+    with atomic_dir(out, single_writer=True) as tmp:
+        assert not out.joinpath("config.json").exists() and (out / "model.safetensors").read_text() == "v1"
+        (tmp / "model.safetensors").write_text("v2")
+    assert [p.name for p in tmp_path.iterdir()] == ["student"] and (out / "model.safetensors").read_text() == "v2"
+    assert out.stat().st_mode & 0o777 == 0o777 & ~_umask()
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

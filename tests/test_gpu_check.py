@@ -26,6 +26,8 @@ def test_gpu_check_smoke_runs_every_phase(tmp_path):
     train = result["train"]
     assert "-m lionflow.student.train" in train["launch"] and train["optimizer_steps"] > 0
     assert train["tokens_per_s"] > 0 and train["final_loss"] < train["first_loss"]
+    assert "--config_file config/accelerate/gpus.yaml --num_processes 2" in train["launch"]  # the GPU rule's launch
+    assert train["sharding"]["method"] == "fsdp2" and train["sharding"]["processes"] == 2
     resume = result["resume"]
     assert resume["ok"] and resume["resumed_from_step"] == resume["saved_step"] > 0
     assert resume["optimizer_steps"] == resume["expected_optimizer_steps"] == train["optimizer_steps"]

@@ -200,14 +200,27 @@ class AtomicFile:
 
 
 @contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, *, single_writer: bool = False) -> Iterator[Path]:
     """A temp directory beside `path`, renamed onto it on a clean exit (replacing an old one) and
-    removed on an exception: a reader never sees a half-written directory."""
+    removed on an exception: a reader never sees a half-written directory. Its files reach the disk
+    before the rename, and it gets the permissions of an ordinary folder. single_writer (a path only
+    one process writes, e.g. a training job's checkpoint): first remove the temp directories a killed
+    writer left (a kill -9 runs no clean-up)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if single_writer:
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private
     try:
         yield tmp
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)

@@ -5,13 +5,16 @@ reads as the recipe - setup, load the student, encode the data, optimizer and sc
 one epoch at a time, save - and each step is a short function above it. Loss on response tokens
 only; the loss reaches the host only when a line is logged. The same file runs as one CPU
 process, under `torchrun`/`accelerate launch` with several CPU processes (gloo), and on GPUs
-with the FSDP config in config/accelerate/ (`accelerate launch --config_file ...`).
+(`accelerate launch --config_file config/accelerate/gpus.yaml`, one process per GPU). Under such
+a launch the student is sharded with FSDP2 (`fsdp`, see sharding.py: the same code on CPU and GPU).
 
 Preemption-safe: every `checkpoint_every_steps` optimizer steps the full training state
-(model, optimizer, scheduler, RNG, data position) goes to `state_dir`; a rerun after a kill,
-preemption or requeue resumes there and ends with the same optimizer steps as an
-uninterrupted run. The data order is a pure function of (seed, epoch), so resuming mid-epoch
-replays exactly the batches that were not yet trained.
+(model, optimizer, scheduler, RNG, data position) goes to `state_dir`, sharded, through
+torch.distributed.checkpoint; a rerun after a kill, preemption or requeue resumes there (with
+any process count) and ends with the same optimizer steps as an uninterrupted run. The data
+order is a pure function of (seed, epoch), so resuming mid-epoch replays exactly the batches
+that were not yet trained. The checkpoint is gathered to a full state dict and written into a
+temporary folder renamed into place: a killed save leaves no checkpoint behind.
 
 LoRA (`lora`, see lora.py): only the adapters train; the checkpoint is the merged model, the
 adapter is saved beside it in `<out>/adapter/`. training_log.json records the trainable and
@@ -35,8 +38,9 @@ import torch
 from accelerate import Accelerator
 from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
 
-from ..artifacts import atomic_write, read_jsonl
+from ..artifacts import atomic_dir, atomic_write, read_jsonl
 from . import lora as lora_
+from . import sharding
 from .device import peak_memory, resolve_device
 from .prompting import ensure_chat_template, prompt_text
 
@@ -59,6 +63,7 @@ class TrainConfig:
     bf16: bool  # only used on CUDA; CPU trains in fp32
     max_grad_norm: float
     checkpoint_every_steps: int  # resumable state every N optimizer steps (0: never)
+    fsdp: bool  # shard with FSDP2 under a multi-process launch (false: DDP)
     lora: dict | None  # student.train.lora (None or enabled: false - full fine-tuning)
 
     @classmethod
@@ -124,28 +129,16 @@ def epoch_batches(n_examples: int, epoch: int, cfg: TrainConfig, rank: int, worl
     return [mine[i:i + cfg.per_device_batch_size] for i in range(0, len(mine), cfg.per_device_batch_size)]
 
 
-def _save_state(accelerator, state_dir: Path, progress: dict):
-    """Atomically replace state_dir/latest with the current training state."""
-    tmp, latest = state_dir / f"tmp-{progress['step']}", state_dir / "latest"
-    accelerator.save_state(str(tmp))  # model, optimizer, registered scheduler, RNG states
-    if accelerator.is_main_process:
-        (tmp / "progress.json").write_text(json.dumps(progress))
-        old = state_dir / "old"
-        if latest.exists():
-            latest.rename(old)
-        tmp.rename(latest)
-        shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-
-
 @dataclass
 class Setup:
-    """Where and how this process trains: the accelerator (its processes, device, precision) and the
-    gradient accumulation that makes up the effective batch."""
+    """Where and how this process trains: the accelerator (its processes, device, precision), whether the
+    student is sharded (FSDP2) and the gradient accumulation that makes up the effective batch."""
     accelerator: Accelerator
     on_gpu: bool
     bf16: bool
     grad_accum: int
+    sharded: bool
+    state_memory: dict | None = None  # parameters + gradients + optimizer state per process, at the first step
 
 
 def setup(cfg: TrainConfig, device: str) -> Setup:
@@ -160,7 +153,7 @@ def setup(cfg: TrainConfig, device: str) -> Setup:
         raise ValueError(f"student.train.effective_batch_size={cfg.effective_batch_size} is not a multiple of "
                          f"student.train.per_device_batch_size={cfg.per_device_batch_size} x {accelerator.num_processes} "
                          "processes (the GPUs of the job): change one of them")
-    return Setup(accelerator, on_gpu, bf16, cfg.effective_batch_size // per_step)
+    return Setup(accelerator, on_gpu, bf16, cfg.effective_batch_size // per_step, sharding.wanted(cfg.fsdp))
 
 
 def load_student(init_dir, cfg: TrainConfig, run: Setup):
@@ -169,6 +162,9 @@ def load_student(init_dir, cfg: TrainConfig, run: Setup):
     lora = lora_.LoraSettings.from_config(cfg.lora)
     if lora:
         lora_.check_4bit(lora, run.on_gpu, run.accelerator.num_processes)
+        if lora.load_in_4bit and run.sharded:
+            raise ValueError(f"{lora_.KEY}.load_in_4bit: FSDP2 does not shard 4-bit weights; set {sharding.KEY}: "
+                             "false for QLoRA (one GPU per job)")
         model = lora_.load_for_training(init_dir, lora, run.accelerator.device)
     else:
         model = AutoModelForCausalLM.from_pretrained(init_dir, dtype=torch.float32)
@@ -197,28 +193,31 @@ def encode_examples(tokenizer, examples: list[dict], max_length: int) -> tuple[l
 
 
 def optimization(model, cfg: TrainConfig, run: Setup, n_examples: int):
-    """(model, AdamW, LR schedule, optimizer steps in all), prepared for the accelerator."""
+    """(model, AdamW, LR schedule, optimizer steps in all): sharded with FSDP2, else prepared by the accelerator."""
+    if run.sharded:
+        model = sharding.shard(model, run.accelerator.device, run.bf16)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate,
                                   weight_decay=cfg.weight_decay)
-    model, optimizer = run.accelerator.prepare(model, optimizer)
+    if not run.sharded:
+        model, optimizer = run.accelerator.prepare(model, optimizer)  # DDP over several processes
     acc = run.accelerator
     micro_per_epoch = len(epoch_batches(n_examples, 0, cfg, acc.process_index, acc.num_processes))
     total_steps = math.ceil(micro_per_epoch / run.grad_accum) * cfg.epochs
     # Stepped by hand once per optimizer step, so its count does not depend on the process count.
     scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=math.ceil(cfg.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
-    acc.register_for_checkpointing(scheduler)
     return model, optimizer, scheduler, total_steps
 
 
-def resume(accelerator, state_dir: Path | None) -> dict:
-    """The saved training state, loaded into the accelerator's objects: {step, epoch, micro}; zeros when none."""
-    # "old" is the previous state during the instant _save_state swaps it for the new one.
+def resume(model, optimizer, scheduler, run: Setup, state_dir: Path | None) -> dict:
+    """The saved training state, loaded into this run's objects: {step, epoch, micro}; zeros when none."""
+    # "old" is the previous state during the instant save_state swaps it for the new one.
     saved = [d for d in ("latest", "old") if state_dir and (state_dir / d / "progress.json").exists()]
     if not saved:
         return {"step": 0, "epoch": 0, "micro": 0, "resumed": False}
-    accelerator.load_state(str(state_dir / saved[0]))
-    progress = json.loads((state_dir / saved[0] / "progress.json").read_text())
+    progress = sharding.load_state(run.accelerator, model, optimizer, scheduler, state_dir / saved[0])
+    # the position in optimizer steps: this run's micro-batches (another process count has other ones)
+    progress["micro"] = progress["epoch_step"] * run.grad_accum
     log.info("resuming from step %d (epoch %d, micro-batch %d) in %s", progress["step"], progress["epoch"],
              progress["micro"], state_dir)
     return {**progress, "resumed": True}
@@ -246,7 +245,11 @@ class LossLog:
 
     def flush(self):
         if self.pending:
-            losses = torch.stack([loss for _, loss in self.pending]).tolist()  # one sync for the window
+            losses = torch.stack([loss for _, loss in self.pending])
+            if torch.distributed.is_initialized():  # the whole batch's loss: the mean over processes
+                torch.distributed.all_reduce(losses)
+                losses /= torch.distributed.get_world_size()
+            losses = losses.tolist()  # one sync for the window
             self.history += [{**row, "loss": loss} for (row, _), loss in zip(self.pending, losses)]
             self.pending = []
 
@@ -262,8 +265,8 @@ def train_epoch(model, optimizer, scheduler, data: list[dict], pad_id: int, cfg:
         last_micro = (i + 1) % grad_accum == 0 or i + 1 == len(batches)
         # the epoch's last window may be short: average over its real size
         window = min(grad_accum, len(batches) - i // grad_accum * grad_accum)
-        # no gradient all-reduce on intermediate micro-batches
-        with contextlib.nullcontext() if last_micro else acc.no_sync(model):
+        # DDP: no gradient all-reduce on intermediate micro-batches (FSDP2 reduce-scatters every one: gradients stay sharded)
+        with contextlib.nullcontext() if last_micro or run.sharded else acc.no_sync(model):
             loss = model(**batch).loss
             acc.backward(loss / window)
         window_loss, window_n = window_loss + loss.detach(), window_n + 1
@@ -273,6 +276,8 @@ def train_epoch(model, optimizer, scheduler, data: list[dict], pad_id: int, cfg:
         if cfg.max_grad_norm:
             acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         optimizer.step()
+        if run.state_memory is None:
+            run.state_memory = sharding.state_memory(model, optimizer)
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
@@ -280,7 +285,8 @@ def train_epoch(model, optimizer, scheduler, data: list[dict], pad_id: int, cfg:
         window_loss, window_n, tokens = 0.0, 0, 0
         if state_dir and cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0 \
                 and step < losses.total_steps:
-            _save_state(acc, state_dir, {"step": step, "epoch": epoch, "micro": i + 1})
+            sharding.save_state(acc, model, optimizer, scheduler, state_dir,
+                                {"step": step, "epoch": epoch, "epoch_step": math.ceil((i + 1) / grad_accum)})
     return step
 
 
@@ -289,19 +295,20 @@ def save(model, tokenizer, run: Setup, init_dir, out_dir, lora, summary: dict, s
     acc = run.accelerator
     acc.wait_for_everyone()
     summary = {**summary, **peak_memory(str(acc.device))}  # the training loop's peak (model, optimizer, activations)
-    state_dict = acc.get_state_dict(model)  # gathers shards under FSDP
+    # the full weights on process 0 (FSDP2: gathered from the shards)
+    state_dict = sharding.full_state_dict(model) if run.sharded else acc.get_state_dict(model)
     if acc.is_main_process:
-        out_dir = Path(out_dir)
-        if lora:
-            lora_.save_merged(acc.unwrap_model(model), state_dict, init_dir, out_dir)
-        else:
-            acc.unwrap_model(model).save_pretrained(out_dir, state_dict=state_dict)
-        tokenizer.save_pretrained(out_dir)
-        # the job's peak: training, gathering, saving and (LoRA) merging
-        # (VmHWM is read from per-thread counters that Linux syncs lazily: a later read can come out 0.1 MiB lower)
-        job = peak_memory(str(acc.device))
-        summary = {**summary, **{f"job_{k}": None if v is None else max(v, summary[k]) for k, v in job.items()}}
-        atomic_write(out_dir / "training_log.json", json.dumps(summary, indent=1))
+        with atomic_dir(out_dir, single_writer=True) as tmp:  # renamed into place once complete
+            if lora:
+                lora_.save_merged(acc.unwrap_model(model), state_dict, init_dir, tmp)
+            else:
+                acc.unwrap_model(model).save_pretrained(tmp, state_dict=state_dict)
+            tokenizer.save_pretrained(tmp)
+            # the job's peak: training, gathering, saving and (LoRA) merging
+            # (VmHWM is read from per-thread counters that Linux syncs lazily: a later read can come out 0.1 MiB lower)
+            job = peak_memory(str(acc.device))
+            summary = {**summary, **{f"job_{k}": None if v is None else max(v, summary[k]) for k, v in job.items()}}
+            atomic_write(tmp / "training_log.json", json.dumps(summary, indent=1))
         log.info("saved %s (final loss %.4f, %.1fs)", out_dir, summary["final_loss"] or float("nan"),
                  summary["wall_time_s"])
         if state_dir:
@@ -319,7 +326,8 @@ def train(init_dir, examples: list[dict], out_dir, cfg: TrainConfig, state_dir=N
     tokenizer, model, lora, counts = load_student(init_dir, cfg, run)
     data, n_trunc, n_excluded = encode_examples(tokenizer, examples, cfg.max_length)
     model, optimizer, scheduler, total_steps = optimization(model, cfg, run, len(data))
-    progress = resume(run.accelerator, state_dir)
+    layout = sharding.layout(model, run.bf16)
+    progress = resume(model, optimizer, scheduler, run, state_dir)
     log.info("%d examples, %d epochs, %d optimizer steps (batch %d x %d proc x %d accum), %s", len(data), cfg.epochs,
              total_steps, cfg.per_device_batch_size, run.accelerator.num_processes, run.grad_accum,
              "bf16" if run.bf16 else "fp32")
@@ -338,7 +346,7 @@ def train(init_dir, examples: list[dict], out_dir, cfg: TrainConfig, state_dir=N
                "resumed_from_step": progress["step"] if progress["resumed"] else None,
                "final_loss": losses.history[-1]["loss"] if losses.history else None,
                "wall_time_s": round(time.time() - t0, 2), "method": "lora" if lora else "full", **counts,
-               "steps": losses.history}
+               "sharding": layout, "state_memory": run.state_memory, "steps": losses.history}
     return save(model, tokenizer, run, init_dir, out_dir, lora, summary, state_dir)
 
 
