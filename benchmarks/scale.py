@@ -13,10 +13,13 @@
    split, and a whole-list artifact read + write, on synthetic pools of the oracle's task
    families; each measured in its own subprocess, so its peak RSS is its own.
 4. snakemake -n: a throwaway copy of the working tree with `iterations=10`, every output
-   created as a placeholder and marked done with `snakemake --touch`; median of 3 dry runs.
+   created as a placeholder (a checkpoint directory: the files the preflight looks for, empty) and
+   marked done with `snakemake --touch`; median of 3 dry runs.
 
 Usage: python benchmarks/scale.py [--sizes 70000,700000] [--brute-sample 3] [--gen-prompts 1024]
-The last line printed is one JSON object with every figure (`dedup_s` among them).
+       python benchmarks/scale.py --smoke     # tiny sizes, every stage, the same JSON keys (~20 s)
+The last line printed is one JSON object with every figure (`dedup_s` among them), also when a stage
+fails (`failed_stage`: benchmarks/stages.py).
 """
 
 from __future__ import annotations
@@ -33,9 +36,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from stages import Stages
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 N_NEW = 6000  # new instructions per iteration in the paper (3K hard + 3K easy)
+# A checkpoint directory's placeholder: one file for each thing lionflow.preflight.check_checkpoints
+# looks for (config, weights, tokenizer), empty; nothing in a dry run reads them.
+CHECKPOINT_PLACEHOLDER = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+run = Stages("scale")
 
 
 def table(title: str, header: list[str], rows: list[list]) -> None:
@@ -279,7 +288,7 @@ def bench_pools(sizes: list[int]) -> dict:
 
 # ---------------------------------------------------------------- 4. snakemake -n
 
-def bench_snakemake_noop(iterations: int) -> dict:
+def bench_snakemake_noop(iterations: int, dry_runs: int) -> dict:
     snakemake = [sys.executable, "-m", "snakemake", "--cores", "2", "--config", f"iterations={iterations}"]
     with tempfile.TemporaryDirectory() as tmp:
         files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True,
@@ -296,13 +305,15 @@ def bench_snakemake_noop(iterations: int) -> dict:
             target = Path(tmp) / path
             if rule in ("build_base_student", "train_student"):  # directory() outputs
                 target.mkdir(parents=True, exist_ok=True)
+                for name in CHECKPOINT_PLACEHOLDER:
+                    (target / name).touch()
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.touch()
             n_outputs += 1
         subprocess.run(snakemake + ["--touch", "--quiet"], cwd=tmp, check=True, capture_output=True)
         times = []
-        for _ in range(3):
+        for _ in range(dry_runs):
             t0 = time.perf_counter()
             out = subprocess.run(snakemake + ["-n"], cwd=tmp, check=True, capture_output=True, text=True)
             times.append(time.perf_counter() - t0)
@@ -328,20 +339,28 @@ def main() -> None:
     ap.add_argument("--gen-threads", type=int, default=os.cpu_count())
     ap.add_argument("--sizes", default="70000,700000", help="pool sizes of the pool-stage figures")
     ap.add_argument("--iterations", type=int, default=10)
-    ap.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)  # internal: one pool stage
-    ap.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.stage:
-        return run_stage(args.stage, args.dir)
+    ap.add_argument("--dry-runs", type=int, default=3, help="timed `snakemake -n` runs (the median counts)")
+    args = run.parse(ap, smoke=dict(pool=2000, cands=200, brute_sample=1, gen_prompts=16, gen_single=2,
+                                    gen_new_tokens="4", gen_batch_sizes="8", gen_dtypes="float32", sizes="2000",
+                                    iterations=2, dry_runs=1))
     ints = lambda s: [int(x) for x in s.split(",")]
-    figures = {}
-    figures |= bench_dedup(args.pool, args.cands, args.brute_sample)
-    figures |= bench_generation(args.gen_prompts, args.gen_single, ints(args.gen_new_tokens),
-                                ints(args.gen_batch_sizes), args.gen_dtypes.split(","), args.gen_threads)
-    figures |= bench_pools(ints(args.sizes))
-    figures |= bench_snakemake_noop(args.iterations)
-    print(json.dumps(figures))
+    run.stage("dedup")
+    run.figures |= bench_dedup(args.pool, args.cands, args.brute_sample)
+    run.stage("generation")
+    run.figures |= bench_generation(args.gen_prompts, args.gen_single, ints(args.gen_new_tokens),
+                                    ints(args.gen_batch_sizes), args.gen_dtypes.split(","), args.gen_threads)
+    run.stage("pool_stages")
+    run.figures |= bench_pools(ints(args.sizes))
+    run.stage("snakemake_noop")
+    run.figures |= bench_snakemake_noop(args.iterations, args.dry_runs)
 
 
 if __name__ == "__main__":
-    main()
+    if "--stage" in sys.argv:  # internal: one pool stage in its own process, its figures as JSON
+        ap = argparse.ArgumentParser()
+        ap.add_argument("--stage", choices=STAGES)
+        ap.add_argument("--dir", type=Path)
+        a = ap.parse_args()
+        run_stage(a.stage, a.dir)
+    else:
+        run.main(main)
