@@ -9,7 +9,8 @@ random hits and as many misses. The writers are gone, so the first job scans the
 their indexes (`index/*.idx`), and every later job loads those: both are measured.
 
 Usage: python benchmarks/cache_scale.py [--entries 1000000] [--parts 16] [--lookups 100000]
-The last line printed is one JSON object with the figures.
+       python benchmarks/cache_scale.py --smoke    # tiny sizes, the same stages and JSON keys
+The last line printed is one JSON object with the figures, also when a stage fails (benchmarks/stages.py).
 """
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from stages import Stages
+
+run = Stages("cache_scale")
 WORDS = ("the answer is step first then we add multiply because so result value list sort each "
          "number word sentence code function return").split()
 
@@ -79,28 +83,32 @@ def main() -> None:
     ap.add_argument("--entries", type=int, default=1_000_000)
     ap.add_argument("--parts", type=int, default=16)
     ap.add_argument("--lookups", type=int, default=100_000)
-    ap.add_argument("--measure", help=argparse.SUPPRESS)   # internal: measure this directory
-    args = ap.parse_args()
-    if args.measure:
-        print(json.dumps(measure(args.measure, args.lookups, args.entries)))
-        return
+    args = run.parse(ap, smoke=dict(entries=2000, parts=2, lookups=1000))
     with tempfile.TemporaryDirectory(prefix="lionflow-cache-") as d:
+        run.stage("write_parts")
         t0 = time.perf_counter()
         write_parts(Path(d), args.entries, args.parts)
         size = sum(p.stat().st_size for p in Path(d).iterdir())
         print(f"wrote {args.entries:,} answers in {args.parts} part files, {size / 2**20:,.0f} MiB, "
               f"in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-        figures = {"entries": args.entries, "parts": args.parts, "cache_mib": round(size / 2**20)}
+        run.figures |= {"entries": args.entries, "parts": args.parts, "cache_mib": round(size / 2**20)}
         for job in ("first_job", "later_job"):
+            run.stage(job)
             out = subprocess.run([sys.executable, __file__, "--measure", d, "--entries", str(args.entries),
                                   "--lookups", str(args.lookups)], capture_output=True, text=True, check=True,
                                  env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")})
-            figures[job] = f = json.loads(out.stdout.strip().splitlines()[-1])
+            run.figures[job] = f = json.loads(out.stdout.strip().splitlines()[-1])
             print(f"{job}: start-up {f['startup_s']} s, peak RSS {f['peak_rss_mib']} MiB (of which interpreter and "
                   f"imports {f['rss_before_mib']} MiB), {f['hits_per_s']:,} hits/s, {f['misses_per_s']:,} misses/s",
                   file=sys.stderr)
-    print(json.dumps(figures))
 
 
 if __name__ == "__main__":
-    main()
+    if "--measure" in sys.argv:  # internal: one job in its own process, its figures as JSON
+        ap = argparse.ArgumentParser()
+        for name in ("--measure", "--entries", "--lookups"):
+            ap.add_argument(name, type=str if name == "--measure" else int)
+        a, _ = ap.parse_known_args()
+        print(json.dumps(measure(a.measure, a.lookups, a.entries)))
+    else:
+        run.main(main)

@@ -3,6 +3,8 @@
 Synthetic instruction-like texts: 5-40 words from a Zipf vocabulary, ~5 % of the
 candidates are light paraphrases of pool entries (so both outcomes occur).
 Usage: python benchmarks/dedup_speed.py [--pool 70000] [--cands 6000] [--check 200]
+       python benchmarks/dedup_speed.py --smoke    # tiny sizes, the same stages and JSON keys
+The last line printed is one JSON object with the figures (benchmarks/stages.py).
 """
 
 import argparse
@@ -10,7 +12,11 @@ import random
 import resource
 import time
 
+from stages import Stages
+
 from lionflow.dedup import filter_near_duplicates
+
+run = Stages("dedup_speed")
 
 
 def make_corpus(n_pool, n_cands, seed=0, vocab_size=20000):
@@ -47,8 +53,10 @@ def main():
     ap.add_argument("--pool", type=int, default=70000)
     ap.add_argument("--cands", type=int, default=6000)
     ap.add_argument("--check", type=int, default=0, help="verify this many candidates vs rouge_score")
-    args = ap.parse_args()
+    args = run.parse(ap, smoke=dict(pool=2000, cands=200, check=1))
+    run.stage("corpus")
     pool, cands = make_corpus(args.pool, args.cands)
+    run.stage("dedup")
     t0, c0 = time.perf_counter(), time.process_time()
     decisions = filter_near_duplicates(cands, pool)
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -56,7 +64,10 @@ def main():
     rejected = sum(not d.kept for d in decisions)
     print(f"{len(cands)} candidates x {len(pool)} pool: {dt:.2f} s wall ({cpu:.2f} s CPU), "
           f"rejected {rejected} ({100 * rejected / len(cands):.1f} %), peak RSS {rss:.0f} MiB")
-    if args.check:  # brute-force max similarity for a sample (slow: ~seconds per candidate)
+    run.figures |= {"pool": len(pool), "candidates": len(cands), "dedup_s": round(dt, 3), "dedup_cpu_s": round(cpu, 3),
+                    "rejected": rejected, "peak_rss_mib": round(rss), "checked_vs_rouge_score": 0}
+    if args.check:
+        run.stage("check")  # brute-force max similarity for a sample (slow: ~seconds per candidate)
         from rouge_score import rouge_scorer
 
         sc = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
@@ -66,7 +77,8 @@ def main():
             best = max(sc.score(cands[i], r)["rougeL"].fmeasure for r in refs)
             assert best == decisions[i].max_similarity, (i, best, decisions[i])
         print(f"checked {args.check} candidates against rouge_score: identical")
+        run.figures["checked_vs_rouge_score"] = args.check
 
 
 if __name__ == "__main__":
-    main()
+    run.main(main)

@@ -442,6 +442,7 @@ def finish(out: dict, t_start: float, out_dir: Path | None, work: Path) -> int:
     lm = out.get("lm_eval", {}).get("status")
     out["ok"] = not out["errors"] and "train" in out and out.get("resume", {}).get("ok", False) \
         and "generation" in out and lm in ("ran", "skipped")
+    out["failed_stage"] = next(iter(out["errors"]), None)  # the first phase that failed (benchmarks/stages.py's key)
     out["work"] = str(work)
     if out_dir:
         write_partial(out, out_dir)

@@ -12,7 +12,9 @@ one-at-a-time loop run here, side by side in the same run):
              another job's (paid once: paid/unique at the server); and the per-request cost of the
              cross-process machinery (claim, cache append, waiter path) next to the single-process path
 Usage: python benchmarks/llm_throughput.py [--requests 5000] [--scenarios realistic,rpm,tpm,stress,faults,shared]
-Prints a table; the last line is one JSON object with `<scenario>.fraction_of_limit` and the rest.
+       python benchmarks/llm_throughput.py --smoke    # every scenario with 30 requests, the same JSON keys
+Prints a table; the last line is one JSON object with `<scenario>.fraction_of_limit` and the rest, also
+when a scenario fails (`failed_stage`: benchmarks/stages.py).
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ import openai
 import psutil
 import yaml
 from snakemake.utils import validate
+from stages import Stages
 
 from lionflow.llm import LLM, Completion, ResponseCache
 from lionflow.oracle.datasets import sample_pool
@@ -42,6 +45,7 @@ from lionflow.smk import llm_for
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER = PromptTemplate.load(ROOT / "resources" / "prompts" / "teacher.yaml")
 PARAMS = {"max_tokens": 64}
+run = Stages("llm_throughput")
 
 
 class Server:
@@ -299,16 +303,17 @@ SCENARIOS = {
 
 
 def main():
-    if sys.argv[1:2] == ["--shared-worker"]:
-        return shared_worker(*sys.argv[2:5])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=5000, help="requests per scenario (the issue: 5,000)")
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
-    args = ap.parse_args()
+    args = run.parse(ap, smoke=dict(requests=30))
     rows = []
     for name in args.scenarios.split(","):
+        run.stage(name)
         rows.append(SCENARIOS[name](args.requests))
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        run.figures |= {f"{name}.{k}": v for k, v in rows[-1].items() if k != "scenario"}
+    run.stage("report")
     cols = ["scenario", "requests", "concurrency", "wall_s", "req_s", "tok_s", "fraction_of_limit", "naive_req_s", "ratio_to_naive",
             "cpu_ms_per_req", "bare_cpu_ms_per_req", "cpu_ratio_to_bare", "bare_fraction_of_limit",
             "server_cpu_ms_per_req", "rejected_429", "retries", "failures"]
@@ -327,9 +332,10 @@ def main():
         if r["scenario"] == "faults":
             print(f"faults: completion {r['completion_rate']}, duplicates {r['duplicates']}, lost {r['lost']}, "
                   f"paid/unique {r['paid_per_unique']} (computed incl. faulted bodies/unique {r['computed_per_unique']}), faults injected {r['faults_injected']}, retries {r['retries']}")
-    figures = {f"{r['scenario']}.{k}": v for r in rows for k, v in r.items() if k != "scenario"}
-    print(json.dumps(figures))
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--shared-worker"]:
+        shared_worker(*sys.argv[2:5])
+    else:
+        run.main(main)

@@ -2,6 +2,7 @@
 
     python benchmarks/lora.py                                    # tests/micro/config.yaml's student (builtin:tiny)
     python benchmarks/lora.py --base-model models/SmolLM2-135M-Instruct.Q4_1.gguf   # the real pretrained student
+    python benchmarks/lora.py --smoke      # 4 examples, 1 epoch: both arms, the same JSON keys
 
 Both arms train the same student on the same data (the micro seed instructions answered by the
 embedded oracle as teacher) with the config's `student.train` settings, through the training
@@ -11,7 +12,8 @@ and target modules unless --lora-json overrides them). Figures come from each ru
 training_log.json: trainable / total parameters, the training process's peak RSS (VmHWM) at the
 end of the training loop (model, optimizer state, activations) and at the end of the job (the
 final save and, for LoRA, the merge into a fresh copy of the model), on a GPU torch's peak
-allocated memory, and the training loop's and the whole job's wall time. Prints a table, then one JSON line.
+allocated memory, and the training loop's and the whole job's wall time. Prints a table, then one JSON
+line, also when a stage fails (`failed_stage`: benchmarks/stages.py).
 """
 
 import argparse
@@ -23,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from stages import Stages
 from tabulate import tabulate
 from workflow_config import load_config
 
@@ -33,6 +36,7 @@ from lionflow.smk import llm_for
 from lionflow.student.builtin import resolve_base_model
 
 ROOT = Path(__file__).resolve().parents[1]
+run = Stages("lora")
 
 
 def train(base: Path, data: Path, out: Path, train_config: dict) -> dict:
@@ -58,7 +62,10 @@ def main():
     p.add_argument("--config", default=str(ROOT / "tests" / "micro" / "config.yaml"))
     p.add_argument("--base-model", help="overrides student.base_model (e.g. a .gguf file)")
     p.add_argument("--lora-json", default="{}", help="overrides of student.train.lora for the LoRA arm")
-    args = p.parse_args()
+    p.add_argument("--train-json", default="{}", help="overrides of student.train for both arms")
+    p.add_argument("--examples", type=int, help="train on the first N seed instructions only")
+    args = run.parse(p, smoke=dict(examples=4, train_json='{"epochs": 1}'))
+    run.stage("setup")
     config = load_config(args.config)
     os.chdir(ROOT)  # the config's paths are relative to the project
     spec = args.base_model or config["student"]["base_model"]
@@ -66,15 +73,22 @@ def main():
         tmp = Path(tmp)
         base = resolve_base_model(spec, tmp / "base", seed=config["seed"])
         pool = [{**r, "input": r.get("input", "")} for r in read_jsonl(config["data"]["seed_instructions"],
-                                                                     "seed_instruction")]
+                                                                     "seed_instruction")][:args.examples]
         llm = {**config["llm"], "cache_dir": str(tmp / "cache")}
         answers, _ = teacher_answers(llm_for(llm, "teacher"), PromptTemplate.load(config["llm"]["teacher"]["prompt"]),
                                      pool, max_failure_rate=0.0)
         write_jsonl(tmp / "data.jsonl", answers, "answer")
-        train_config = {**config["student"]["train"], "seed": config["seed"], "checkpoint_every_steps": 0}
+        train_config = {**config["student"]["train"], **json.loads(args.train_json), "seed": config["seed"],
+                        "checkpoint_every_steps": 0}
         lora = {**config["student"]["train"]["lora"], **json.loads(args.lora_json), "enabled": True}
-        rows = {"full": train(base, tmp / "data.jsonl", tmp / "full", {**train_config, "lora": None}),
-                "lora": train(base, tmp / "data.jsonl", tmp / "lora", {**train_config, "lora": lora})}
+        run.figures |= {"student": spec, "examples": len(answers), "lora_config": lora}
+        rows = {}
+        run.stage("full")
+        rows["full"] = run.figures["full"] = train(base, tmp / "data.jsonl", tmp / "full",
+                                                   {**train_config, "lora": None})
+        run.stage("lora")
+        rows["lora"] = run.figures["lora"] = train(base, tmp / "data.jsonl", tmp / "lora",
+                                                   {**train_config, "lora": lora})
     head = ["method", "trainable params", "total params", "trainable %", "peak RSS MiB (training)",
             "peak RSS MiB (job)", "peak GPU MiB", "train s", "job s", "steps", "first loss", "final loss"]
     keys = ["method", "trainable_parameters", "total_parameters", "trainable_percent", "peak_rss_mib",
@@ -83,8 +97,7 @@ def main():
     print(f"student {spec}, {len(answers)} examples, student.train {json.dumps(train_config)}; LoRA {json.dumps(lora)}")
     print(tabulate([[r[k] if r[k] is not None else "-" for k in keys] for r in rows.values()], headers=head,
                    tablefmt="github", intfmt=","))
-    print(json.dumps({"student": spec, "examples": len(answers), "lora_config": lora, **rows}))
 
 
 if __name__ == "__main__":
-    main()
+    run.main(main)

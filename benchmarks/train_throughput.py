@@ -4,24 +4,27 @@
     accelerate launch --config_file config/accelerate/gpus.yaml --num_processes 8 \
         benchmarks/train_throughput.py --model /path/to/llama --seq-len 1024 --batch 2
     (data-parallel through accelerate's prepare; the training rule's FSDP2 path: benchmarks/gpu_check.sh)
+    python benchmarks/train_throughput.py --smoke                # tiny sizes, the same JSON keys
 
 Times `--steps` optimizer steps (after `--warmup` untimed ones) of the same forward/backward/
 AdamW step the training rule runs, on random token sequences of `--seq-len`. MFU uses the
 usual 6 x parameters FLOPs per trained token (attention FLOPs left out) against the device's
-dense bf16 peak (`--peak-tflops`, or a table of known GPUs). Prints a table, then one JSON line.
+dense bf16 peak (`--peak-tflops`, or a table of known GPUs). Prints a table, then one JSON line
+(also when a stage fails: `failed_stage`, benchmarks/stages.py).
 """
 
 import argparse
-import json
 import tempfile
 import time
 
 import torch
 from accelerate import Accelerator
+from stages import Stages
 from transformers import AutoModelForCausalLM
 
 from lionflow.student.builtin import build_tiny_student
 
+run = Stages("train_throughput")
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "V100": 125.0}
 
 
@@ -37,7 +40,8 @@ def main():
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--peak-tflops", type=float, help="device peak (dense bf16) for MFU")
-    args = p.parse_args()
+    args = run.parse(p, smoke=dict(seq_len=32, batch=2, steps=2, warmup=1))
+    run.stage("setup")
 
     cuda = torch.cuda.is_available()
     accelerator = Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda)
@@ -56,6 +60,7 @@ def main():
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    run.stage("train")
     for _ in range(args.warmup):
         step()
     if cuda:
@@ -77,8 +82,8 @@ def main():
     if accelerator.is_main_process:
         for k, v in result.items():
             print(f"{k:>24}  {v}")
-        print(json.dumps(result))
+    run.figures |= result
 
 
 if __name__ == "__main__":
-    main()
+    run.main(main)
