@@ -40,13 +40,14 @@ class Stages:
         self._t0 = 0.0
 
     def parse(self, ap: argparse.ArgumentParser, smoke: dict, argv=None) -> argparse.Namespace:
-        """Parse the command line with a `--smoke` flag that sets `smoke`'s options (tiny sizes, seconds)."""
+        """Parse the command line with a `--smoke` flag that makes `smoke`'s options the defaults (tiny sizes,
+        seconds); an option given on the command line wins."""
         sizes = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in smoke.items())
         ap.add_argument("--smoke", action="store_true",
                         help=f"tiny sizes, seconds: the same stages and JSON keys ({sizes}); tests/test_benchmarks.py")
+        if ap.parse_known_args(argv)[0].smoke:
+            ap.set_defaults(**smoke)
         args = ap.parse_args(argv)
-        if args.smoke:
-            vars(args).update(smoke)
         self.smoke = args.smoke
         return args
 

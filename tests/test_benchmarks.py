@@ -105,3 +105,20 @@ def test_a_real_benchmark_failing_in_a_subprocess(tmp_path):
     assert proc.returncode == 1 and out["failed_stage"] == "first_job", out
     assert out["entries"] == 0 and out["cache_mib"] == 0 and "write_parts" in out["stages_s"]
     assert "CalledProcessError" in out["error"] and "AssertionError" in proc.stderr
+
+
+def test_smoke_sizes_are_defaults_an_option_given_wins():
+    import argparse
+
+    sys.path.insert(0, str(BENCH))
+    from stages import Stages
+
+    def parse(*argv):
+        ap = argparse.ArgumentParser()
+        ap.add_argument("--pool", type=int, default=70000)
+        ap.add_argument("--sizes", default="70000,700000")
+        return vars(Stages("x").parse(ap, smoke=dict(pool=2000, sizes="2000"), argv=list(argv)))
+
+    assert parse() == {"pool": 70000, "sizes": "70000,700000", "smoke": False}
+    assert parse("--smoke") == {"pool": 2000, "sizes": "2000", "smoke": True}
+    assert parse("--smoke", "--pool", "5") == {"pool": 5, "sizes": "2000", "smoke": True}
