@@ -132,6 +132,7 @@ def bench_generation(n_prompts: int, n_single: int, new_tokens: list[int], batch
     items = list(make_synthetic_pool(n_prompts, seed=3))
     sample = sorted(random.Random(0).sample(range(n_prompts), n_single))  # the one-at-a-time prompts
     rows, figures = [], {}
+    run.figures["generation"] = figures  # filled as measured: a failure or a kill (SIGTERM) keeps what was
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_tiny_student(Path(tmp) / "tiny")
         for max_new in new_tokens:

@@ -16,18 +16,24 @@
 
 `run.main` prints the JSON line: the figures, `benchmark`, `smoke`, `stages_s` (seconds per stage, the
 failed one included), `failed_stage` (null when all passed) and `error`. When a stage raises (or exits
-non-zero), the figures of the stages before it are still printed, the error and its traceback go to
-stderr naming the stage, and the process exits 1. Under torchrun/accelerate only rank 0 prints the line.
+non-zero, or SIGTERM ends it), the figures of the stages before it (and what the failed one had put
+into `figures`) are still printed, the error and its traceback go to stderr naming the stage, and the
+process exits 1. Under torchrun/accelerate only rank 0 prints the line.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 import traceback
+
+
+def _terminated(signum, frame):
+    raise KeyboardInterrupt(f"terminated by signal {signum}")
 
 
 class Stages:
@@ -68,6 +74,7 @@ class Stages:
     def main(self, fn) -> None:
         """Run fn() (a returned dict joins the figures), print the JSON line, exit 1 naming the failed stage."""
         failed = error = None
+        signal.signal(signal.SIGTERM, _terminated)  # a timeout's kill: still print what was measured
         try:
             out = fn()
             if isinstance(out, dict):

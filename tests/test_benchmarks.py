@@ -122,3 +122,26 @@ def test_smoke_sizes_are_defaults_an_option_given_wins():
     assert parse() == {"pool": 70000, "sizes": "70000,700000", "smoke": False}
     assert parse("--smoke") == {"pool": 2000, "sizes": "2000", "smoke": True}
     assert parse("--smoke", "--pool", "5") == {"pool": 5, "sizes": "2000", "smoke": True}
+
+
+def test_a_benchmark_killed_by_sigterm_prints_what_it_measured(tmp_path):
+    script = tmp_path / "bench_slow.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(BENCH)!r})
+        from stages import Stages
+        run = Stages("slow")
+        def main():
+            run.stage("fast")
+            run.figures["fast_s"] = 0.1
+            run.stage("slow")
+            print("slow stage started", flush=True)
+            time.sleep(60)
+        run.main(main)
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "slow stage started"
+    proc.terminate()
+    out = json.loads(proc.communicate(timeout=30)[0].strip().splitlines()[-1])
+    assert proc.returncode == 1 and out["failed_stage"] == "slow" and out["fast_s"] == 0.1
+    assert out["error"] == "KeyboardInterrupt: terminated by signal 15"
