@@ -4,13 +4,12 @@ Snakefile again, without the preflight: `--mode remote`, as the SLURM executor's
 
 Runs in a temporary copy of the workflow (its own `.cache`, so the first parse is cold: it reads the
 GGUF file once). Prints wall and CPU seconds (the median of --repeat runs for the warm cases); the
-last line is a JSON object of the figures.
+last line is a JSON object of the figures, also when a stage fails (`failed_stage`: benchmarks/stages.py).
 Usage: python benchmarks/startup.py [--config config/smollm2.yaml] [--repeat 3] [--smoke]
   --smoke: the embedded default's config (no model file needed), one run of each.
 """
 
 import argparse
-import json
 import os
 import resource
 import shutil
@@ -21,7 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from stages import Stages
+
 ROOT = Path(__file__).resolve().parents[1]
+run = Stages("startup")
 
 
 def timed(workdir: Path, *args: str) -> tuple[float, float]:
@@ -41,10 +43,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="config/smollm2.yaml")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--smoke", action="store_true")
-    args = parser.parse_args()
-    configs = ["--configfile", "config/config.yaml"] if args.smoke else ["--configfile", args.config]
-    repeat = 1 if args.smoke else args.repeat
+    args = run.parse(parser, smoke=dict(config="config/config.yaml", repeat=1))
+    configs = ["--configfile", args.config]
+    repeat = args.repeat
     cases = {  # name -> snakemake arguments (a dry run each)
         "dry_run": [],
         "dry_run_experiment": ["-s", "experiment.smk"],
@@ -52,8 +53,10 @@ def main():
         "job_startup_experiment": ["-s", "experiment.smk", "--target-jobs", "uniform_s1_train_student:k=2",
                                    "--allowed-rules", "uniform_s1_train_student", "--mode", "remote"],
     }
-    figures = {"config": configs[1], "cpus": os.cpu_count(), "load_1min": os.getloadavg()[0]}
+    figures = run.figures
+    figures |= {"config": configs[1], "cpus": os.cpu_count(), "load_1min": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory() as tmp:
+        run.stage("dry_run_cold")
         work = Path(tmp)
         for name in ("Snakefile", "experiment.smk", "rules", "workflow", "config", "resources"):
             src = ROOT / name
@@ -64,12 +67,12 @@ def main():
         figures["dry_run_cold_s"], figures["dry_run_cold_cpu_s"] = round(wall, 2), round(cpu, 2)
         print(f"{'dry_run (cold: the model read once)':40s} {wall:6.2f} s wall {cpu:6.2f} s CPU")
         for case, extra in cases.items():
+            run.stage(case)
             runs = [timed(work, "-n", "--cores", "2", *extra, *configs) for _ in range(repeat)]
             wall, cpu = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
             figures[f"{case}_s"], figures[f"{case}_cpu_s"] = round(wall, 2), round(cpu, 2)
             print(f"{case:40s} {wall:6.2f} s wall {cpu:6.2f} s CPU (median of {repeat})")
-    print(json.dumps(figures))
 
 
 if __name__ == "__main__":
-    main()
+    run.main(main)

@@ -35,6 +35,9 @@ SMOKE = {
     | {"faults.completion_rate", "faults.duplicates", "faults.paid_per_unique", "shared.paid_per_unique",
        "shared.machinery.overhead_per_paid_request_us", "stress.cpu_ratio_to_bare"},
     "lora.py": {"student", "examples", "lora_config", "full", "lora"},
+    "startup.py": {"config", "cpus", "load_1min", "dry_run_cold_s", "dry_run_cold_cpu_s"}
+    | {f"{case}_{x}" for case in ("dry_run", "dry_run_experiment", "job_startup", "job_startup_experiment")
+       for x in ("s", "cpu_s")},
     "train_throughput.py": {"model", "params", "device", "processes", "seq_len", "batch_per_device",
                             "tokens_per_s_per_device", "mfu"},
 }
