@@ -264,6 +264,7 @@ def run_stage(stage: str, d: Path) -> None:
 
 def bench_pools(sizes: list[int]) -> dict:
     rows, figures = [], {}
+    run.figures["pool_stages"] = figures  # filled as measured (see bench_generation)
     for n in sizes:
         with tempfile.TemporaryDirectory() as tmp:
             d = Path(tmp)
