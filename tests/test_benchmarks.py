@@ -79,21 +79,21 @@ def test_gpu_check_refuses_without_a_gpu(tmp_path):
     assert json.loads((tmp_path / "out" / "gpu_check.json").read_text()) == out
 
 
-def test_a_failing_stage_is_named_and_earlier_figures_are_printed(tmp_path):
-    script = tmp_path / "bench_fail.py"
-    script.write_text(textwrap.dedent(f"""
-        import argparse, sys
-        sys.path.insert(0, {str(BENCH)!r})
-        from stages import Stages
-        run = Stages("fail")
+def bench_script(path: Path, body: str) -> Path:
+    """A benchmark made of benchmarks/stages.py: stage "first" measures first_s, then `body` (stage "second")."""
+    path.write_text(f"import argparse, sys, time\nsys.path.insert(0, {str(BENCH)!r})\nfrom stages import Stages\n"
+                    f"run = Stages({path.stem!r})\n\n" + textwrap.dedent("""
         def main():
-            args = run.parse(argparse.ArgumentParser(), smoke=dict())
+            run.parse(argparse.ArgumentParser(), smoke=dict())
             run.stage("first")
             run.figures["first_s"] = 1.5
             run.stage("second")
-            raise RuntimeError("the second stage broke")
-        run.main(main)
-    """))
+        """) + textwrap.indent(textwrap.dedent(body), "    ") + "\n\nrun.main(main)\n")
+    return path
+
+
+def test_a_failing_stage_is_named_and_earlier_figures_are_printed(tmp_path):
+    script = bench_script(tmp_path / "bench_fail.py", 'raise RuntimeError("the second stage broke")')
     proc, out = run([sys.executable, str(script)], cwd=tmp_path)
     assert proc.returncode == 1
     assert out["failed_stage"] == "second" and out["error"] == "RuntimeError: the second stage broke"
@@ -128,23 +128,13 @@ def test_smoke_sizes_are_defaults_an_option_given_wins():
 
 
 def test_a_benchmark_killed_by_sigterm_prints_what_it_measured(tmp_path):
-    script = tmp_path / "bench_slow.py"
-    script.write_text(textwrap.dedent(f"""
-        import sys, time
-        sys.path.insert(0, {str(BENCH)!r})
-        from stages import Stages
-        run = Stages("slow")
-        def main():
-            run.stage("fast")
-            run.figures["fast_s"] = 0.1
-            run.stage("slow")
-            print("slow stage started", flush=True)
-            time.sleep(60)
-        run.main(main)
-    """))
+    script = bench_script(tmp_path / "bench_slow.py", """
+        print("second stage started", flush=True)
+        time.sleep(60)
+    """)
     proc = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "slow stage started"
+    assert proc.stdout.readline().strip() == "second stage started"
     proc.terminate()
     out = json.loads(proc.communicate(timeout=30)[0].strip().splitlines()[-1])
-    assert proc.returncode == 1 and out["failed_stage"] == "slow" and out["fast_s"] == 0.1
+    assert proc.returncode == 1 and out["failed_stage"] == "second" and out["first_s"] == 1.5
     assert out["error"] == "KeyboardInterrupt: terminated by signal 15"
