@@ -34,6 +34,7 @@ SMOKE = {
     | {f"{s}.fraction_of_limit" for s in ("realistic", "rpm", "tpm", "stress", "shared")}
     | {"faults.completion_rate", "faults.duplicates", "faults.paid_per_unique", "shared.paid_per_unique",
        "shared.machinery.overhead_per_paid_request_us", "stress.cpu_ratio_to_bare"},
+    "fsdp2_memory.py": {"layers", "parameters", "processes", "state_ratio", "max_loss_diff", "runs"},
     "lora.py": {"student", "examples", "lora_config", "full", "lora"},
     "startup.py": {"config", "cpus", "load_1min", "dry_run_cold_s", "dry_run_cold_cpu_s"}
     | {f"{case}_{x}" for case in ("dry_run", "dry_run_experiment", "job_startup", "job_startup_experiment")
