@@ -73,6 +73,16 @@ def test_unknown_model_lists_what_is_served(server, monkeypatch):
            "llm.teacher.model='gpt-4o-mini'", server.url, "it serves: oracle")
 
 
+def test_max_tokens_beyond_the_served_context_is_named():
+    """vLLM's model list reports each model's context (max_model_len): max_tokens must fit in it."""
+    with TestServer(ServerConfig(max_model_len=1024)) as s:
+        config = config_with({"base_url": s.url})
+        config["llm"]["teacher"]["params"] = {"max_tokens": 1024}
+        expect(config, "llm.teacher.params.max_tokens=1024 does not fit the context of 'oracle'", s.url, "1024 tokens")
+        config["llm"]["teacher"]["params"] = {"max_tokens": 1000}
+        preflight(copy.deepcopy(config))   # room for a prompt: fine
+
+
 def test_wrong_path_and_builtin_typo(server, monkeypatch):
     monkeypatch.setenv(KEY_ENV, "s3cret")
     root = server.url.removesuffix("/v1")

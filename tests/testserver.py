@@ -75,6 +75,7 @@ class ServerConfig:
     system_fingerprint: str | None = None   # sent with every answer when set (change it mid-run: a new teacher)
     served_model: str | None = None   # the model name answers carry; None - the one asked for
     models: tuple[str, ...] | None = None   # models served; another is answered 404 model_not_found (None: any)
+    max_model_len: int | None = None   # the context the model list reports, as vLLM does (None: not reported)
     content: str | None = None        # every answer's text, when set (e.g. "" or a refusal)
     finish_reason: str | None = None  # every answer's finish_reason, when set (e.g. "length")
 
@@ -365,8 +366,9 @@ class _Server:
             return _json(401, {"error": {"message": "invalid API key", "type": "authentication_error"}})
         # The models it serves (any name, when not configured: then the oracle's own name).
         served = self.config.models if self.config.models is not None else ("oracle",)
+        context = {} if self.config.max_model_len is None else {"max_model_len": self.config.max_model_len}
         return _json(200, {"object": "list", "data": [{"id": m, "object": "model", "created": 0,
-                                                       "owned_by": "lionflow"} for m in served]})
+                                                       "owned_by": "lionflow", **context} for m in served]})
 
 
 SERVER = web.AppKey("server", _Server)
@@ -467,7 +469,7 @@ def main(argv: list[str] | None = None) -> None:
         elif f.name in ("system_fingerprint", "served_model", "content", "finish_reason"):
             ap.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None)
         elif f.name != "api_key":  # a key is read from the environment, never from the command line
-            kind = int if f.name in ("capacity", "max_faults_per_request", "seed") else float
+            kind = int if f.name in ("capacity", "max_faults_per_request", "seed", "max_model_len") else float
             ap.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, default=f.default)
     ap.add_argument("--api-key-env", help="require the key held by this environment variable")
     args = ap.parse_args(argv)
