@@ -56,7 +56,7 @@ class TrainConfig:
     effective_batch_size: int
     per_device_batch_size: int
     seed: int
-    bf16: bool  # only used on CUDA; CPU trains in fp32
+    bf16: bool  # bf16 autocast on a GPU and on a CPU with native bf16 (AVX512-BF16/AMX); fp32 elsewhere
     max_grad_norm: float
     checkpoint_every_steps: int  # resumable state every N optimizer steps (0: never)
     lora: dict | None  # student.train.lora (None or enabled: false - full fine-tuning)
@@ -111,17 +111,30 @@ def seed_everything(seed: int):
     torch.manual_seed(seed)
 
 
-def epoch_batches(n_examples: int, epoch: int, cfg: TrainConfig, rank: int, world: int) -> list[list[int]]:
-    """This process's micro-batches (example indices) of an epoch: a pure function of (seed, epoch).
+GROUP_BATCHES = 64  # micro-batches per length group (a shuffled chunk of the epoch, sorted by length)
 
-    Every process gets the same number of batches (the permutation wraps around, as in
-    DistributedSampler), so no process waits on a collective the others never reach.
+
+def epoch_batches(lengths: list[int], epoch: int, cfg: TrainConfig, rank: int, world: int) -> list[list[int]]:
+    """This process's micro-batches (example indices) of an epoch: a pure function of (seed, epoch, lengths).
+
+    Length-grouped: the shuffled epoch is cut into chunks of GROUP_BATCHES micro-batches, each chunk
+    sorted by token length and split into micro-batches, and the micro-batches are shuffled again, so
+    a batch holds examples of similar length and little of what is computed is padding (each example
+    stays a sequence of its own: no packing). Every process gets the same number of batches (the
+    permutation wraps around, as in DistributedSampler), so no process waits on a collective the
+    others never reach.
     """
-    order = torch.randperm(n_examples, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)).tolist()
+    n_examples, bs = len(lengths), cfg.per_device_batch_size
+    gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    order = torch.randperm(n_examples, generator=gen).tolist()
     per_process = math.ceil(n_examples / world)
     order = (order * math.ceil(per_process * world / n_examples))[:per_process * world]
     mine = order[rank::world]
-    return [mine[i:i + cfg.per_device_batch_size] for i in range(0, len(mine), cfg.per_device_batch_size)]
+    batches = []
+    for g in range(0, len(mine), bs * GROUP_BATCHES):
+        group = sorted(mine[g:g + bs * GROUP_BATCHES], key=lambda j: -lengths[j])
+        batches += [group[i:i + bs] for i in range(0, len(group), bs)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
 
 
 def _save_state(accelerator, state_dir: Path, progress: dict):
@@ -148,10 +161,15 @@ class Setup:
     grad_accum: int
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where bf16 autocast pays."""
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def setup(cfg: TrainConfig, device: str) -> Setup:
     """One process per GPU (or CPU processes over gloo); effective batch = per device x processes x accumulation."""
     on_gpu = resolve_device(device).startswith("cuda")
-    bf16 = cfg.bf16 and on_gpu
+    bf16 = cfg.bf16 and (on_gpu or cpu_has_bf16())
     # cpu=True without a GPU (or with student.device: cpu): several processes then train over gloo.
     accelerator = Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=not on_gpu)
     seed_everything(cfg.seed)
@@ -193,7 +211,7 @@ def optimization(model, cfg: TrainConfig, run: Setup, n_examples: int):
                                   weight_decay=cfg.weight_decay)
     model, optimizer = run.accelerator.prepare(model, optimizer)
     acc = run.accelerator
-    micro_per_epoch = len(epoch_batches(n_examples, 0, cfg, acc.process_index, acc.num_processes))
+    micro_per_epoch = len(epoch_batches([0] * n_examples, 0, cfg, acc.process_index, acc.num_processes))
     total_steps = math.ceil(micro_per_epoch / run.grad_accum) * cfg.epochs
     # Stepped by hand once per optimizer step, so its count does not depend on the process count.
     scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=math.ceil(cfg.warmup_ratio * total_steps),
@@ -224,10 +242,12 @@ class LossLog:
         self.history: list[dict] = []
         self.pending: list[tuple[dict, torch.Tensor]] = []
         self.tokens, self.t_log = 0, time.time()
+        self.trained_tokens = self.computed_tokens = 0  # this run's tokens, and its tokens with the padding
 
-    def step(self, step: int, epoch: int, loss: torch.Tensor, lr: float, tokens: int):
+    def step(self, step: int, epoch: int, loss: torch.Tensor, lr: float, tokens: int, computed: int):
         self.pending.append(({"step": step, "epoch": epoch, "lr": lr}, loss))
         self.tokens += tokens
+        self.trained_tokens, self.computed_tokens = self.trained_tokens + tokens, self.computed_tokens + computed
         if step % self.log_every == 0 or step == self.total_steps:
             self.flush()
             last, dt = self.history[-1], time.time() - self.t_log
@@ -246,8 +266,8 @@ def train_epoch(model, optimizer, scheduler, data: list[dict], pad_id: int, cfg:
                 epoch: int, first_micro: int, step: int, losses: LossLog, state_dir: Path | None) -> int:
     """One epoch from micro-batch `first_micro` (a resumed run's position); returns the optimizer step reached."""
     acc, grad_accum = run.accelerator, run.grad_accum
-    batches = epoch_batches(len(data), epoch, cfg, acc.process_index, acc.num_processes)
-    window_loss, window_n, tokens = 0.0, 0, 0
+    batches = epoch_batches([len(d["input_ids"]) for d in data], epoch, cfg, acc.process_index, acc.num_processes)
+    window_loss, window_n, tokens, computed = 0.0, 0, 0, 0
     for i in range(first_micro, len(batches)):
         batch = {k: v.to(acc.device) for k, v in collate([data[j] for j in batches[i]], pad_id).items()}
         last_micro = (i + 1) % grad_accum == 0 or i + 1 == len(batches)
@@ -259,6 +279,7 @@ def train_epoch(model, optimizer, scheduler, data: list[dict], pad_id: int, cfg:
             acc.backward(loss / window)
         window_loss, window_n = window_loss + loss.detach(), window_n + 1
         tokens += int(batch["attention_mask"].sum()) * acc.num_processes
+        computed += batch["attention_mask"].numel() * acc.num_processes
         if not last_micro:
             continue
         if cfg.max_grad_norm:
@@ -267,8 +288,8 @@ def train_epoch(model, optimizer, scheduler, data: list[dict], pad_id: int, cfg:
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        losses.step(step, epoch, window_loss / window_n, scheduler.get_last_lr()[0], tokens)
-        window_loss, window_n, tokens = 0.0, 0, 0
+        losses.step(step, epoch, window_loss / window_n, scheduler.get_last_lr()[0], tokens, computed)
+        window_loss, window_n, tokens, computed = 0.0, 0, 0, 0
         if state_dir and cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0 \
                 and step < losses.total_steps:
             _save_state(acc, state_dir, {"step": step, "epoch": epoch, "micro": i + 1})
@@ -316,7 +337,7 @@ def train(init_dir, examples: list[dict], out_dir, cfg: TrainConfig, state_dir=N
              "bf16" if run.bf16 else "fp32")
 
     model.train()
-    losses, step = LossLog(total_steps, log_every), progress["step"]
+    losses, step, t_loop = LossLog(total_steps, log_every), progress["step"], time.time()
     for epoch in range(progress["epoch"], cfg.epochs):
         first_micro = progress["micro"] if epoch == progress["epoch"] else 0
         step = train_epoch(model, optimizer, scheduler, data, tokenizer.pad_token_id, cfg, run, epoch, first_micro,
@@ -327,7 +348,9 @@ def train(init_dir, examples: list[dict], out_dir, cfg: TrainConfig, state_dir=N
                "num_processes": run.accelerator.num_processes, "grad_accum": run.grad_accum, "optimizer_steps": step,
                "resumed_from_step": progress["step"] if progress["resumed"] else None,
                "final_loss": losses.history[-1]["loss"] if losses.history else None,
-               "wall_time_s": round(time.time() - t0, 2), "method": "lora" if lora else "full", **counts,
+               "wall_time_s": round(time.time() - t0, 2), "train_loop_s": round(time.time() - t_loop, 2),
+               "precision": "bf16" if run.bf16 else "fp32", "trained_tokens": losses.trained_tokens,
+               "computed_tokens": losses.computed_tokens, "method": "lora" if lora else "full", **counts,
                "steps": losses.history}
     return save(model, tokenizer, run, init_dir, out_dir, lora, summary, state_dir)
 
