@@ -248,6 +248,7 @@ def main():
             if proc.returncode:
                 raise SystemExit(f"{arm} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
             rows[arm] = {**json.loads(proc.stdout.strip().splitlines()[-1]), "process_s": round(time.time() - t0, 1)}
+            print(f"{arm}: {json.dumps(rows[arm])} (load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
         peaks.append(peak_flops(a.peak_size, 3 if a.smoke else 5))
         lengths = [len(encode_example(tokenizer, ex, a.max_length)[0]["input_ids"]) for ex in examples]
         random_padding = padding_share_random(lengths, a.batch, a.epochs)
