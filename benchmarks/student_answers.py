@@ -23,6 +23,7 @@ last stdout line is one JSON object of the figures.
 import argparse
 import json
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -82,6 +83,8 @@ def main():
     p.add_argument("--vllm-python", default=str(ROOT / ".venv-vllm" / "bin" / "python"),
                    help="the vLLM venv's python (the default vllm_command's)")
     p.add_argument("--no-vllm", action="store_true", help="leave the vLLM arm out")
+    p.add_argument("--arms", default="hf-float32,vllm,hf-bfloat16", help="which arms, in this order")
+    p.add_argument("--vllm-extra-args", default="", help="appended to the schema's vllm_args (one shell-quoted string)")
     p.add_argument("--smoke", action="store_true", help="tiny built student, 16 prompts, no vLLM: seconds")
     a = p.parse_args()
     if a.smoke:
@@ -95,17 +98,20 @@ def main():
     items = make_seed_pool(a.prompts, seed=1)
     base_cfg = dict(max_new_tokens=a.max_new_tokens, batch_size=a.batch,
                     vllm_command=[a.vllm_python, "-m", "vllm.entrypoints.openai.api_server"])
-    rows = {}
+    rows = {arm: {"skipped": "not in --arms"} for arm in ("hf-float32", "vllm", "hf-bfloat16")}
+    vllm_args = generate_config().vllm_args + shlex.split(a.vllm_extra_args)
     with tempfile.TemporaryDirectory(prefix="student-answers-") as tmp:
         model_dir = resolve_base_model(a.model, Path(tmp) / "base", seed=0)
-        rows["hf-float32"] = hf_arm(model_dir, items, generate_config(**base_cfg, dtype="float32"))
-        if a.no_vllm:
-            rows["vllm"] = {"skipped": "--no-vllm" + (" (--smoke)" if a.smoke else "")}
-        elif not Path(a.vllm_python).exists():
-            rows["vllm"] = {"skipped": f"{a.vllm_python} does not exist (make vllm)"}
-        else:
-            rows["vllm"] = vllm_arm(model_dir, items, generate_config(**base_cfg, dtype="auto"))
-        rows["hf-bfloat16"] = hf_arm(model_dir, items, generate_config(**base_cfg, dtype="bfloat16"))
+        for arm in a.arms.split(","):
+            if arm.startswith("hf-"):
+                rows[arm] = hf_arm(model_dir, items, generate_config(**base_cfg, dtype=arm[3:]))
+            elif a.no_vllm:
+                rows["vllm"] = {"skipped": "--no-vllm" + (" (--smoke)" if a.smoke else "")}
+            elif not Path(a.vllm_python).exists():
+                rows["vllm"] = {"skipped": f"{a.vllm_python} does not exist (make vllm)"}
+            else:
+                rows["vllm"] = vllm_arm(model_dir, items, generate_config(**base_cfg, dtype="auto", vllm_args=vllm_args))
+            print(f"{arm}: {json.dumps(rows[arm])}", file=sys.stderr, flush=True)
     for r in rows.values():
         if "skipped" not in r:
             r["answers_per_s"] = round(len(items) / r["answer_s"], 2)
