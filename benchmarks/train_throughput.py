@@ -113,7 +113,7 @@ def run_lionflow(a, base: str, examples: list[dict], out: Path, bf16: bool) -> d
     cfg = TrainConfig(epochs=a.epochs, learning_rate=a.lr, lr_scheduler="cosine", warmup_ratio=0.03,
                       weight_decay=0.0, max_length=a.max_length, effective_batch_size=a.batch,
                       per_device_batch_size=a.batch, seed=0, bf16=bf16, max_grad_norm=1.0,
-                      checkpoint_every_steps=0, lora=None)
+                      checkpoint_every_steps=0, lora=None, cpu_bf16=bf16)
     log = train(base, examples, out, cfg, device="cpu", log_every=10**6)
     tokenizer = AutoTokenizer.from_pretrained(out)
     data, _ = encode_examples(tokenizer, examples, a.max_length)

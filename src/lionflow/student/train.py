@@ -57,10 +57,11 @@ class TrainConfig:
     effective_batch_size: int
     per_device_batch_size: int
     seed: int
-    bf16: bool  # bf16 autocast on a GPU and on a CPU with native bf16 (AVX512-BF16/AMX); fp32 elsewhere
+    bf16: bool  # bf16 autocast on a GPU (on a CPU only with cpu_bf16)
     max_grad_norm: float
     checkpoint_every_steps: int  # resumable state every N optimizer steps (0: never)
     lora: dict | None  # student.train.lora (None or enabled: false - full fine-tuning)
+    cpu_bf16: bool = False  # bf16 autocast on a CPU with native bf16 too (AVX512-BF16/AMX); see the schema
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -192,7 +193,7 @@ def cpu_has_bf16() -> bool:
 def setup(cfg: TrainConfig, device: str) -> Setup:
     """One process per GPU (or CPU processes over gloo); effective batch = per device x processes x accumulation."""
     on_gpu = resolve_device(device).startswith("cuda")
-    bf16 = cfg.bf16 and (on_gpu or cpu_has_bf16())
+    bf16 = cfg.bf16 and (on_gpu or (cfg.cpu_bf16 and cpu_has_bf16()))
     # cpu=True without a GPU (or with student.device: cpu): several processes then train over gloo.
     accelerator = Accelerator(mixed_precision="bf16" if bf16 else "no", cpu=not on_gpu)
     seed_everything(cfg.seed)
