@@ -11,7 +11,8 @@ oracle, encoded by lionflow's own `encode_example`: chat template, loss on the r
 same batch, max length, epochs, learning rate, schedule, warmup, clipping and seed:
 
 - `lionflow-<precision>`: `lionflow.student.train.train()`, the training rule's loop (length-grouped
-  batches; `bf16` is the schema's `student.train.bf16`: autocast on a CPU with native bf16).
+  batches, fused AdamW, the LM head on trained positions only; `bf16`: `student.train.bf16` and
+  `cpu_bf16`, autocast on a CPU with native bf16; `fp32`: the CPU default).
 - `trl-<precision>`: TRL's `SFTTrainer` (a benchmark dependency: `pip install -e '.[bench]'`) on the
   same token ids and labels (a pre-tokenized dataset), its defaults otherwise (random batches, its
   fused LM-head loss) except `gradient_checkpointing=False` (TRL's default True recomputes every
@@ -38,7 +39,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 GGUF = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-ARMS = ("lionflow-bf16", "trl-bf16", "lionflow-fp32", "trl-fp32")
+ARMS = ("lionflow-fp32", "trl-fp32", "lionflow-bf16", "trl-bf16")
 # Dense bf16 datasheet peaks of GPUs, in TFLOP/s (benchmarks/gpu_check.py's MFU)
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "V100": 125.0}
 
