@@ -108,17 +108,18 @@ def test_unknown_backend(tiny):
 
 
 def test_batches_are_length_grouped_and_replayable():
-    """Each epoch covers every example once, the same way for the same (seed, epoch), in batches of similar
-    length: little of what is computed is padding (random batches of these lengths pad ~40 %)."""
+    """Each epoch covers every example once, the same way for the same (seed, epoch); grouped by length
+    (group=64), little of what is computed is padding (random batches of these lengths pad ~40 %)."""
     import random
 
     from lionflow.student.train import epoch_batches
 
     cfg = TrainConfig(**{**CFG, "per_device_batch_size": 8})
     lengths = [random.Random(i).randint(20, 200) for i in range(1000)]
-    batches = epoch_batches(lengths, 0, cfg, rank=0, world=1)
-    assert sorted(j for b in batches for j in b) == list(range(1000))
-    assert batches == epoch_batches(lengths, 0, cfg, rank=0, world=1) != epoch_batches(lengths, 1, cfg, 0, 1)
+    for group in (1, 64):
+        batches = epoch_batches(lengths, 0, cfg, rank=0, world=1, group=group)
+        assert sorted(j for b in batches for j in b) == list(range(1000))
+        assert batches == epoch_batches(lengths, 0, cfg, 0, 1, group=group) != epoch_batches(lengths, 1, cfg, 0, 1, group)
     computed = sum(max(lengths[j] for j in b) * len(b) for b in batches)
     assert 1 - sum(lengths) / computed < 0.10
 
