@@ -39,8 +39,10 @@ SMOKE = {
     "startup.py": {"config", "cpus", "load_1min", "dry_run_cold_s", "dry_run_cold_cpu_s"}
     | {f"{case}_{x}" for case in ("dry_run", "dry_run_experiment", "job_startup", "job_startup_experiment")
        for x in ("s", "cpu_s")},
-    "train_throughput.py": {"model", "params", "device", "processes", "seq_len", "batch_per_device",
-                            "tokens_per_s_per_device", "mfu"},
+    "train_throughput.py": {"model", "examples", "batch", "max_length", "epochs", "threads", "peak_flops",
+                            "padding_share_random_batches", "arms", "ratios"},
+    "student_answers.py": {"model", "prompts", "max_new_tokens", "hf_batch", "arms"},
+    "lora_dropout.py": {"model", "batch", "length", "step_s", "median_ratio", "dropout_ops_self_cpu_share"},
 }
 # The GPU check: gpu_check.sh starts gpu_check.py; smoke mode in tests/test_gpu_check.py, refusal here.
 GPU = {"gpu_check.sh", "gpu_check.py"}

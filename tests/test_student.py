@@ -105,3 +105,33 @@ def test_unknown_backend(tiny):
     items = [{"instruction": "What is 2 + 2?", "input": ""}]
     with pytest.raises(ValueError, match="backend must be"):
         generate_answers(tiny, items, generate_config(backend="tgi"))
+
+
+def test_batches_are_length_grouped_and_replayable():
+    """Each epoch covers every example once, the same way for the same (seed, epoch); grouped by length
+    (group=64), little of what is computed is padding (random batches of these lengths pad ~40 %)."""
+    import random
+
+    from lionflow.student.train import epoch_batches
+
+    cfg = TrainConfig(**{**CFG, "per_device_batch_size": 8})
+    lengths = [random.Random(i).randint(20, 200) for i in range(1000)]
+    for group in (1, 64):
+        batches = epoch_batches(lengths, 0, cfg, rank=0, world=1, group=group)
+        assert sorted(j for b in batches for j in b) == list(range(1000))
+        assert batches == epoch_batches(lengths, 0, cfg, 0, 1, group=group) != epoch_batches(lengths, 1, cfg, 0, 1, group)
+    computed = sum(max(lengths[j] for j in b) * len(b) for b in batches)
+    assert 1 - sum(lengths) / computed < 0.10
+
+
+def test_loss_on_trained_positions_only_is_the_models_loss(tiny):
+    """The LM head applied only where a token is trained gives the model's own loss."""
+    import torch
+
+    from lionflow.student.train import collate, loss_of, projects_trained_positions_only
+
+    tokenizer, model = AutoTokenizer.from_pretrained(tiny), AutoModelForCausalLM.from_pretrained(tiny)
+    batch = collate([encode_example(tokenizer, ex, 256)[0] for ex in examples(4)], tokenizer.pad_token_id)
+    assert projects_trained_positions_only(model)
+    with torch.no_grad():
+        assert torch.allclose(loss_of(model, batch, True), loss_of(model, batch, False), rtol=1e-5)
