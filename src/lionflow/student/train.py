@@ -168,6 +168,8 @@ def epoch_batches(lengths: list[int], epoch: int, cfg: TrainConfig, rank: int, w
     for g in range(0, len(mine), bs * group):
         chunk = sorted(mine[g:g + bs * group], key=lambda j: -lengths[j])
         batches += [chunk[i:i + bs] for i in range(0, len(chunk), bs)]
+    if group == 1:   # random batches, in the shuffled order: an effective batch holds the same examples
+        return batches   # whatever the number of processes (1 x 2 micro-batches = 2 processes x 1)
     return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
 
 
