@@ -25,7 +25,7 @@ SOURCES = ("Snakefile", "rules", "workflow", "config", "resources", "tests")
 # built from them; the ledger, which an offline run does not write) ...
 VOLATILE = ("llm_stats/", "summary.json", "report.md", "report/", "ledger/")
 # ... and timings and peak memory, in artifacts otherwise compared in full (lm-eval results, training logs).
-TIMINGS = {"date", "wall_time_s", "wall_s", "peak_rss_mib", "job_peak_rss_mib", "peak_gpu_memory_mib",
+TIMINGS = {"date", "wall_time_s", "train_loop_s", "wall_s", "peak_rss_mib", "job_peak_rss_mib", "peak_gpu_memory_mib",
            "job_peak_gpu_memory_mib"}
 TIMED = ("_lm_eval.json", "training_log.json")
 
