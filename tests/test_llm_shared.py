@@ -129,18 +129,17 @@ def test_concurrent_jobs_pay_each_unique_request_once(n_jobs, tmp_path):
 def test_kill_9_of_one_job_the_others_finish_and_its_rerun_pays_only_the_unanswered(tmp_path):
     a, b, c = list(range(79, -1, -1)), list(range(0, 40)), list(range(20, 60))   # a alone asks 60-79
     with TestServer(ServerConfig(latency_s=0.05)) as server:
+        server.allow(8)                    # the server answers exactly 8, then holds every request...
         procs = {"a": _start(tmp_path, server, "a", indices=a)}
         (tmp_path / "go").touch()
-        _wait_for(lambda: sum(_paid(server.log()).values()) >= 8)
+        _wait_for(lambda: _cached(tmp_path) == 8)
         procs.update(b=_start(tmp_path, server, "b", indices=b), c=_start(tmp_path, server, "c", indices=c))
-        _wait_for(lambda: sum(_paid(server.log()).values()) >= 16)
-        server.set_hold(True)              # requests arriving now stay in flight, unanswered...
-        _wait_for(lambda: _cached(tmp_path) == sum(_paid(server.log()).values()))   # ...the answered are stored
-        time.sleep(0.1)
-        _wait_for(lambda: _cached(tmp_path) == sum(_paid(server.log()).values()))
+        server.allow(8)                    # ...8 more, whoever asks: at most 16 of a's 20 are ever answered
+        _wait_for(lambda: _cached(tmp_path) == 16 == sum(_paid(server.log()).values()))   # the answered are stored
+        _wait_for(lambda: server.waiting() == 12)   # each job has its 4 requests held in flight
         procs["a"].send_signal(signal.SIGKILL)
         procs["a"].wait()
-        server.set_hold(False)             # a's held requests find it gone: not paid; b and c take over its claims
+        server.allow(None)                 # a's held requests find it gone: not paid; b and c take over its claims
         for name in "bc":
             assert procs[name].wait(60) == 0, (tmp_path / "logs" / f"{name}.log").read_text()[-3000:]
         answered = _cached(tmp_path)

@@ -13,7 +13,8 @@ with the tests (aiohttp and psutil come with the `test` extra), never in the run
 Built on aiohttp rather than the oracle's raw ASGI app because dropping a connection or
 truncating a body needs the transport itself. Control and inspection endpoints live under
 ``/_testserver/``: ``GET log`` (one record per request), ``POST hold`` ({"hold": true} keeps
-new chat requests waiting unanswered, for crash tests), ``POST config`` (patch the config).
+new chat requests waiting unanswered, for crash tests; {"allow": N} answers N more, then holds),
+``POST config`` (patch the config).
 
 A request counts as *paid* (log outcome ``ok``) only when its complete 200 response was
 written to a connected client: what the client could have stored. ``python
@@ -127,8 +128,8 @@ class _Server:
         self.log_file = open(log_path, "a", buffering=1) if log_path else None
         self.faults_given: dict[str, int] = {}
         self.faults_picked = -1
-        self.hold = asyncio.Event()
-        self.hold.set()                   # set = answering; cleared = holding new requests
+        self.allowance: int | None = None  # None = answering; N = answer N more, then hold the rest
+        self.waiting = 0                   # requests held unanswered right now
         self._reset_limits()
         self.files: dict[str, dict] = {}
         self.batches: dict[str, dict] = {}
@@ -214,7 +215,14 @@ class _Server:
         return c.fault_kinds[self.faults_picked % len(c.fault_kinds)]   # in turn: every kind shows up
 
     async def _answer(self, request, reply, fault, log) -> web.StreamResponse:
-        await self.hold.wait()
+        self.waiting += 1
+        try:
+            while self.allowance == 0:
+                await asyncio.sleep(0.005)
+        finally:
+            self.waiting -= 1
+        if self.allowance is not None:
+            self.allowance -= 1
         if fault == "timeout":
             self.record(**log, outcome="fault:timeout", status=None)
             await asyncio.sleep(self.config.hang_s)
@@ -352,8 +360,9 @@ class _Server:
         return _json(200, {"log": self.log})
 
     async def set_hold(self, request: web.Request) -> web.Response:
-        (self.hold.clear if (await request.json()).get("hold") else self.hold.set)()
-        return _json(200, {"hold": not self.hold.is_set()})
+        body = await request.json()
+        self.allowance = body["allow"] if "allow" in body else (0 if body.get("hold") else None)
+        return _json(200, {"allowance": self.allowance})
 
     async def set_config(self, request: web.Request) -> web.Response:
         patch = await request.json()
@@ -446,7 +455,16 @@ class TestServer:
         return self.call(lambda s: list(s.log))
 
     def set_hold(self, hold: bool) -> None:
-        self.call(lambda s: s.hold.clear() if hold else s.hold.set())
+        """Hold every chat request from now on (True), or answer them all again (False)."""
+        self.allow(0 if hold else None)
+
+    def allow(self, n: int | None) -> None:
+        """Answer `n` more chat requests, then hold the rest unanswered (None: answer all)."""
+        self.call(lambda s: setattr(s, "allowance", n))
+
+    def waiting(self) -> int:
+        """How many chat requests the server holds unanswered right now."""
+        return self.call(lambda s: s.waiting)
 
     def reconfigure(self, **patch) -> None:
         def apply(s):
