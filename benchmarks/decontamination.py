@@ -51,9 +51,9 @@ def main():
     with tempfile.TemporaryDirectory() as cache:
         # The demo's generator (the oracle, temperature 1.0), as a run builds it from the validated config.
         config = yaml.safe_load(open("config/config.yaml"))
-        config["llm"]["cache_dir"] = cache
+        config["llm"] |= {"cache_dir": cache, "ledger_dir": f"{cache}/ledger"}
         validate(config, "config/schema.yaml")
-        generator = llm_for(config["llm"], "generator")
+        generator = llm_for(config, "generator")
         unchecked = None
         run.figures |= {"eval_problems": len(eval_problems), "count_per_origin": args.count,
                         "max_rounds": args.max_rounds, "settings": {}}

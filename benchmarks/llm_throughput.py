@@ -93,7 +93,7 @@ def teacher(url, cache_dir, ledger_dir, **endpoint) -> LLM:
     for role in ("referee", "generator"):
         llm[role]["endpoint"] = "bench"
     validate(config, str(ROOT / "config" / "schema.yaml"))
-    return llm_for(llm, "teacher")
+    return llm_for({"llm": llm}, "teacher")
 
 
 def run_ours(url, reqs, *, concurrency, rpm=None, tpm=None, timeout_s=30.0, retries=5):

@@ -71,11 +71,12 @@ def main():
     spec = args.base_model or config["student"]["base_model"]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        base = resolve_base_model(spec, tmp / "base", seed=config["seed"])
+        base = resolve_base_model(spec, tmp / "base", seed=config["seed"],
+                                  chat_template=config["student"]["chat_template"])
         pool = [{**r, "input": r.get("input", "")} for r in read_jsonl(config["data"]["seed_instructions"],
                                                                      "seed_instruction")][:args.examples]
-        llm = {**config["llm"], "cache_dir": str(tmp / "cache")}
-        answers, _ = teacher_answers(llm_for(llm, "teacher"), PromptTemplate.load(config["llm"]["teacher"]["prompt"]),
+        llm = {**config["llm"], "cache_dir": str(tmp / "cache"), "ledger_dir": str(tmp / "ledger")}
+        answers, _ = teacher_answers(llm_for({**config, "llm": llm}, "teacher"), PromptTemplate.load(config["llm"]["teacher"]["prompt"]),
                                      pool, max_failure_rate=0.0)
         write_jsonl(tmp / "data.jsonl", answers, "answer")
         train_config = {**config["student"]["train"], **json.loads(args.train_json), "seed": config["seed"],

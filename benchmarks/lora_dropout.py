@@ -46,7 +46,7 @@ def main():
     load = os.getloadavg()[0]
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory(prefix="lora-dropout-") as tmp:
-        base = resolve_base_model(a.model, Path(tmp) / "base", seed=0)
+        base = resolve_base_model(a.model, Path(tmp) / "base", seed=0, chat_template="auto")
         arms = {}
         for p_ in (a.dropout, 0.0):
             settings = lora_.LoraSettings(r=16, alpha=32, dropout=p_, target_modules="all-linear", load_in_4bit=False)

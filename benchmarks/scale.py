@@ -134,7 +134,7 @@ def bench_generation(n_prompts: int, n_single: int, new_tokens: list[int], batch
     rows, figures = [], {}
     run.figures["generation"] = figures  # filled as measured: a failure or a kill (SIGTERM) keeps what was
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_tiny_student(Path(tmp) / "tiny")
+        model_dir = build_tiny_student(Path(tmp) / "tiny", seed=0)
         for max_new in new_tokens:
             cfg = lambda bs, dtype, max_new=max_new: generate_config(max_new_tokens=max_new, temperature=0.0,
                                                                      batch_size=bs, dtype=dtype)
@@ -154,9 +154,9 @@ def bench_generation(n_prompts: int, n_single: int, new_tokens: list[int], batch
             for dtype in dtypes:
                 reference = one[max((k for k in single if k[0] == dtype), key=single.get)]
                 for bs in batch_sizes:
-                    generate_answers(model_dir, items[:4], cfg(4, dtype))  # warm-up
+                    generate_answers(model_dir, items[:4], cfg(4, dtype), device="cpu")  # warm-up
                     t0 = time.perf_counter()
-                    answers = generate_answers(model_dir, items, cfg(bs, dtype))
+                    answers = generate_answers(model_dir, items, cfg(bs, dtype), device="cpu")
                     rate = n_prompts / (time.perf_counter() - t0)
                     same_dtype = max(v for k, v in single.items() if k[0] == dtype)
                     same = sum(answers[i] == a for i, a in zip(sample, reference))

@@ -102,7 +102,7 @@ def main():
     rows = {arm: {"skipped": "not in --arms"} for arm in ("hf-float32", "vllm", "hf-bfloat16")}
     vllm_args = generate_config().vllm_args + shlex.split(a.vllm_extra_args)
     with tempfile.TemporaryDirectory(prefix="student-answers-") as tmp:
-        model_dir = resolve_base_model(a.model, Path(tmp) / "base", seed=0)
+        model_dir = resolve_base_model(a.model, Path(tmp) / "base", seed=0, chat_template="auto")
         for arm in a.arms.split(","):
             run.stage(arm)
             if arm.startswith("hf-"):

@@ -78,11 +78,11 @@ def make_examples(n: int, tmp: Path) -> list[dict]:
     from lionflow.smk import llm_for
 
     config = load_config(str(ROOT / "config" / "smollm2.yaml"))
-    llm = {**config["llm"], "cache_dir": str(tmp / "cache")}
+    llm = {**config["llm"], "cache_dir": str(tmp / "cache"), "ledger_dir": str(tmp / "ledger")}
     cwd = os.getcwd()
     os.chdir(ROOT)
     try:
-        answers, _ = teacher_answers(llm_for(llm, "teacher"), PromptTemplate.load(config["llm"]["teacher"]["prompt"]),
+        answers, _ = teacher_answers(llm_for({"llm": llm}, "teacher"), PromptTemplate.load(config["llm"]["teacher"]["prompt"]),
                                      make_seed_pool(n, seed=7), max_failure_rate=0.0)
     finally:
         os.chdir(cwd)
@@ -227,7 +227,7 @@ def main():
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="train-throughput-") as tmp:
         tmp = Path(tmp)
-        base = resolve_base_model(a.model, tmp / "base", seed=0)
+        base = resolve_base_model(a.model, tmp / "base", seed=0, chat_template="auto")
         from transformers import AutoTokenizer
 
         from lionflow.student.train import encode_example

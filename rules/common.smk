@@ -5,6 +5,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from lionflow.layout import checkpoint, run_dir, student_dir
 from lionflow.smk import role_identity
 
 validate(config, "../config/schema.yaml")
@@ -20,13 +21,10 @@ if workflow.is_main_process:
 
     preflight(config)
 
-RESULTS = f"results/{config['run']}"
+RESULTS = run_dir(config["run"])
 ITER = f"{RESULTS}/iter{{k}}"
 N_ITERATIONS = config["iterations"]
 API_RULES_LOCAL = config["cluster"]["api_rules_local"]
-# llm.budget_usd caps one run's spending unless a ledger shared with other runs is configured.
-if config["llm"]["ledger_dir"] is None:
-    config["llm"]["ledger_dir"] = f"{RESULTS}/ledger"
 # Threads of a torch job (training, student generation, lm-eval). Snakemake lowers it to the
 # cores available, so on a small machine these jobs do not run side by side and fight for cores.
 TORCH_THREADS = 4
@@ -41,10 +39,10 @@ wildcard_constraints:
 
 def student_init(wildcards):
     """Iteration 1 (or student.init=base) starts from the base model, later ones from the last checkpoint."""
-    k = int(wildcards.k)
-    if k == 1 or config["student"]["init"] == "base":
-        return f"{RESULTS}/base_student"
-    return f"{RESULTS}/iter{k - 1}/student"
+    previous = (
+        0 if config["student"]["init"] == "base" else int(wildcards.k) - 1
+    )  # 0: the base student
+    return student_dir(config["run"], checkpoint(previous))
 
 
 def previous_iteration(wildcards, name):
@@ -52,9 +50,7 @@ def previous_iteration(wildcards, name):
 
 
 def checkpoint_dir(wildcards):
-    if wildcards.checkpoint == "base":
-        return f"{RESULTS}/base_student"
-    return f"{RESULTS}/{wildcards.checkpoint}/student"
+    return student_dir(config["run"], wildcards.checkpoint)
 
 
 def lm_eval_task_files(wildcards):

@@ -31,7 +31,7 @@ rule summarize_run:
         new_hard=iteration_files("new_hard.jsonl"),
         new_easy=iteration_files("new_easy.jsonl"),
         rejected=iteration_files("rejected.jsonl"),
-        # one list per LLM stage, in iteration order (lionflow.summary.LLM_STAGES)
+        # one list per LLM stage, in iteration order (lionflow.layout.LLM_STAGES)
         llm_teacher_train=iteration_files("llm_stats/teacher_train.json"),
         llm_teacher_cache=iteration_files("llm_stats/teacher_cache.json"),
         llm_referee=iteration_files("llm_stats/referee.json"),

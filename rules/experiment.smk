@@ -3,11 +3,12 @@
 # module with the arm's config, its rules named <strategy>_s<seed>_<rule>), so a cluster profile
 # schedules each arm's jobs with their resources. Iteration 1 is computed once per seed by a shared run (module shared_s<seed>, iteration
 # 1 only) and copied into both arms; the arms' summaries are then compared, paired by seed.
-from lionflow.ablation import (
+from lionflow.ablation import arm_config, arm_files, shared_files
+from lionflow.layout import (
     STRATEGIES,
-    arm_config,
     arm_run_name,
-    shared_files,
+    experiment_dir,
+    run_dir,
     shared_run_name,
 )
 from lionflow.smk import share_rule_settings
@@ -19,13 +20,13 @@ EXPERIMENT = config["experiment"]
 validate(
     arm_config(config, STRATEGIES[0], EXPERIMENT["seeds"][0]), "../config/schema.yaml"
 )
-EXPERIMENT_DIR = f"results/{EXPERIMENT['name']}"
+EXPERIMENT_DIR = experiment_dir(EXPERIMENT["name"])
 # Each arm: its strategy, seed and results directory; every arm runs the same number of iterations.
 ARMS = [
     {
         "strategy": strategy,
         "seed": seed,
-        "dir": f"results/{arm_run_name(EXPERIMENT['name'], strategy, seed)}",
+        "run": arm_run_name(EXPERIMENT["name"], strategy, seed),
     }
     for seed in EXPERIMENT["seeds"]
     for strategy in STRATEGIES
@@ -36,7 +37,7 @@ ARM_ITERATIONS = range(
 for ARM_SEED in EXPERIMENT["seeds"]:
     SHARED_MODULE = f"shared_s{ARM_SEED}"
     SHARED_PREFIX = f"{SHARED_MODULE}_"
-    SHARED_RESULTS = f"results/{shared_run_name(EXPERIMENT['name'], ARM_SEED)}"
+    SHARED_RESULTS = run_dir(shared_run_name(EXPERIMENT["name"], ARM_SEED))
 
     module:
         name: SHARED_MODULE
@@ -66,8 +67,8 @@ for ARM_SEED in EXPERIMENT["seeds"]:
         # The arm's pools, base student and judge reference come from the shared run (below).
         use rule * from ARM_MODULE exclude init_pools, build_base_student, answer_questions_with_reference as ARM_PREFIX*
 
-        # Both arms of a seed take iteration 1 from the shared run. A rule without wildcards, so
-        # Snakemake prefers it to the arm's own (wildcard) iteration-1 rules.
+        # Both arms of a seed take iteration 1 from the shared run: this rule makes those files, and
+        # wins over the arm's own rules that could make them too (the ruleorder below).
         ARM_FILES, ARM_DIRECTORIES = shared_files(ARM_CONFIG)
 
         rule:
@@ -76,9 +77,9 @@ for ARM_SEED in EXPERIMENT["seeds"]:
             input:
                 [f"{SHARED_RESULTS}/{p}" for p in ARM_FILES + ARM_DIRECTORIES],
             output:
-                [f"results/{ARM_CONFIG['run']}/{p}" for p in ARM_FILES]
+                [f"{run_dir(ARM_CONFIG['run'])}/{p}" for p in ARM_FILES]
                 + [
-                    directory(f"results/{ARM_CONFIG['run']}/{p}")
+                    directory(f"{run_dir(ARM_CONFIG['run'])}/{p}")
                     for p in ARM_DIRECTORIES
                 ],
             log:
@@ -86,6 +87,14 @@ for ARM_SEED in EXPERIMENT["seeds"]:
             localrule: True  # copies: not worth a cluster job
             script:
                 "../workflow/scripts/share_iteration.py"
+
+        # `ruleorder: <arm>_share_iteration1 > <arm>_<rule>` for each of the arm's rules (names built
+        # in this loop, so the statement's own function: what the keyword compiles to).
+        for ARM_RULE in [
+            r.name for r in workflow.rules if r.name.startswith(ARM_PREFIX)
+        ]:
+            if ARM_RULE != f"{ARM_PREFIX}share_iteration1":
+                workflow.ruleorder(f"{ARM_PREFIX}share_iteration1", ARM_RULE)
 
 
 # --set-resources / --set-threads (the profiles) name the stage rules: the modules' copies get the same.
@@ -101,19 +110,13 @@ share_rule_settings(
 
 rule tabulate_ablation:
     input:
-        summaries=[f"{arm['dir']}/summary.json" for arm in ARMS],
-        # per-item held-out scores (by family and level) of every checkpoint, the base student's too
-        evals=[
-            f"{arm['dir']}/eval/{checkpoint}_lm_eval.json"
+        # each arm's summary, the per-item lm-eval results of every checkpoint (the base student's
+        # too) and each iteration's cache pool, hard split and new instructions (lionflow.ablation.arm_files)
+        [
+            path
             for arm in ARMS
-            for checkpoint in ["base", *(f"iter{k}" for k in ARM_ITERATIONS)]
-        ],
-        # the cache pool, its hard split and the new instructions, counted by family and level
-        sets=[
-            f"{arm['dir']}/iter{k}/{name}.jsonl"
-            for arm in ARMS
-            for k in ARM_ITERATIONS
-            for name in ("cache_pool", "hard", "new_hard", "new_easy")
+            for paths in arm_files(arm["run"], ARM_ITERATIONS).values()
+            for path in paths
         ],
     output:
         ablation=f"{EXPERIMENT_DIR}/ablation.json",

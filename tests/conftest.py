@@ -54,7 +54,8 @@ def make_llm(base_url, cache_dir, role="teacher", **kw):
     from lionflow.smk import llm_for
 
     llm = llm_config(base_url, cache_dir=cache_dir, **kw)
-    return llm_for({role: llm["teacher"], **llm}, role)
+    llm["ledger_dir"] = llm["ledger_dir"] or str(Path(cache_dir) / "ledger")   # the run's own, kept with the cache
+    return llm_for({"llm": {role: llm["teacher"], **llm}}, role)
 
 
 @pytest.fixture

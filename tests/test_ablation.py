@@ -17,34 +17,35 @@ from lionflow.ablation import (
 )
 from lionflow.artifacts import validate
 from lionflow.generation import parent_examples
+from lionflow.layout import ledger_dir
 
 
 def test_t_interval_by_hand():
     # [1, 2, 3, 4]: mean 2.5, s = sqrt(5/3) = 1.2910, s/sqrt(4) = 0.6455; t(0.975, df 3) = 3.1824
     # (from a t table) -> half width 2.0543.
-    mean, low, high = t_interval([1, 2, 3, 4])
+    mean, low, high = t_interval([1, 2, 3, 4], 0.95)
     assert mean == 2.5
     assert (low, high) == (pytest.approx(2.5 - 2.0543, abs=1e-4), pytest.approx(2.5 + 2.0543, abs=1e-4))
     # Two seeds: [0.5, -0.5]: s = 0.7071, s/sqrt(2) = 0.5, t(0.975, df 1) = 12.7062 -> +- 6.3531.
-    assert t_interval([0.5, -0.5]) == (0.0, pytest.approx(-6.3531, abs=1e-4), pytest.approx(6.3531, abs=1e-4))
+    assert t_interval([0.5, -0.5], 0.95) == (0.0, pytest.approx(-6.3531, abs=1e-4), pytest.approx(6.3531, abs=1e-4))
     # 90%: t(0.95, df 3) = 2.3534 -> half width 1.5191.
     assert t_interval([1, 2, 3, 4], confidence=0.9)[2] == pytest.approx(2.5 + 1.5191, abs=1e-4)
-    assert t_interval([3.0, 3.0, 3.0]) == (3.0, 3.0, 3.0)
+    assert t_interval([3.0, 3.0, 3.0], 0.95) == (3.0, 3.0, 3.0)
     with pytest.raises(ValueError, match="at least 2"):
-        t_interval([1.0])
+        t_interval([1.0], 0.95)
 
 
 def test_minimal_detectable_difference_by_hand():
     # [1, 2, 3, 4]: s/sqrt(4) = 0.6455; t(0.975, df 3) = 3.1824 and t(0.80, df 3) = 0.9785 (t table)
     # -> MDD = (3.1824 + 0.9785) * 0.6455 = 2.6859.
-    assert mdd([1, 2, 3, 4]) == pytest.approx(2.6859, abs=1e-3)
+    assert mdd([1, 2, 3, 4], 0.95) == pytest.approx(2.6859, abs=1e-3)
     # Two seeds [5, -2]: s/sqrt(2) = 3.5; t(0.975, df 1) = 12.7062, t(0.80, df 1) = 1.3764 -> 49.289.
-    assert mdd([5.0, -2.0]) == pytest.approx(49.289, abs=1e-2)
+    assert mdd([5.0, -2.0], 0.95) == pytest.approx(49.289, abs=1e-2)
     # 90% and power 0.9 with df 3: t(0.95) = 2.3534, t(0.90) = 1.6377 -> 3.9911 * 0.6455 = 2.5763.
     assert mdd([1, 2, 3, 4], confidence=0.9, power=0.9) == pytest.approx(2.5763, abs=1e-3)
-    assert mdd([2.0, 2.0, 2.0]) == 0.0  # no spread: any difference is detected
+    assert mdd([2.0, 2.0, 2.0], 0.95) == 0.0  # no spread: any difference is detected
     with pytest.raises(ValueError, match="at least 2"):
-        mdd([1.0])
+        mdd([1.0], 0.95)
 
 
 def _summary(evals, judges=None, requests=100):
@@ -62,7 +63,7 @@ def test_compare_pairs_arms_by_seed():
         ("adversarial", 1): _summary([{"t": 0.40}, {"t": 0.50}], judges=[70.0, 75.0]),
         ("uniform", 1): _summary([{"t": 0.40}, {"t": 0.52}], judges=[70.0, 80.0]),
     }
-    ablation = compare(summaries, [0, 1])
+    ablation = compare(summaries, [0, 1], 0.95)
     validate(ablation, "ablation", "test")
     rows = {(r["metric"], r["iteration"]): r for r in ablation["rows"]}
     assert set(rows) == {(m, k) for m in ("lm-eval t (%)", "lm-eval average (%)", "open-ended relative score (%)")
@@ -85,7 +86,7 @@ def test_compare_pairs_arms_by_seed():
     assert header[4] == "adv - uni" and any(row[4] == "+1.50" and row[6] == "49.29" for row in body)
     assert header[6].startswith("MDD") and "by_family" not in ablation
     assert body[[b[:2] for b in body].index(["lm-eval t (%)", "2"])][7] == "no significant difference"
-    powered = compare(summaries, [0, 1], effect_of_interest=2.0)
+    powered = compare(summaries, [0, 1], 0.95, effect_of_interest=2.0)
     validate(powered, "ablation", "test")
     assert table(powered)[1][[b[:2] for b in body].index(["lm-eval t (%)", "2"])][7] == "too little power (MDD 49.29 > 2)"
 
@@ -110,7 +111,7 @@ def test_compare_by_family_and_composition(tmp_path):
     odd = {"id": "c", "instruction": "Write a poem.", "input": ""}
     sets = {(st, seed): {k: {"hard split": [add3], "new hard": [add22] * (2 if st == "adversarial" else 1) + [odd],
                              "new easy": []} for k in (1, 2)} for st in ("adversarial", "uniform") for seed in (0, 1)}
-    ablation = compare(summaries, [0, 1], items=items, sets=sets)
+    ablation = compare(summaries, [0, 1], 0.95, items=items, sets=sets)
     validate(ablation, "ablation", "test")
     rows = {(r["metric"], r["iteration"]): r for r in ablation["by_family"]}
     assert set(rows) == {(m, k) for m in ("oracle_gen add", "oracle_gen add L1", "oracle_gen add L2",
@@ -118,7 +119,7 @@ def test_compare_by_family_and_composition(tmp_path):
     # add, iteration 2: seed 0 adversarial 100% vs uniform 50% (+50 points), seed 1 50% vs 50% (0).
     r = rows["oracle_gen add", 2]
     assert r["items"] == 2 and r["difference"]["values"] == [50.0, 0.0] and r["difference"]["mean"] == 25.0
-    assert r["difference"]["mdd"] == pytest.approx(mdd([50.0, 0.0]))
+    assert r["difference"]["mdd"] == pytest.approx(mdd([50.0, 0.0], 0.95))
     assert rows["oracle_gen add L2", 2]["difference"]["values"] == [100.0, 0.0]
     assert rows["oracle_gen add L2", 2]["items"] == 1
     assert rows["oracle_gen add", 1]["difference"]["values"] == [0.0, 0.0]  # shared iteration 1
@@ -152,7 +153,7 @@ def test_the_manipulation_check_says_whether_the_arms_data_differed():
                 for st, new in (("adversarial", adversarial_new), ("uniform", uniform_new)) for seed in (0, 1, 2)}
 
     # The adversarial arm models new hard instructions on its hard split (all add), the uniform one on the pool.
-    rows = manipulation_check(sets(add(20), add(10) + sort(10)), [0, 1, 2])
+    rows = manipulation_check(sets(add(20), add(10) + sort(10)), [0, 1, 2], 0.95)
     new_hard = next(r for r in rows if r["set"] == "new hard")
     assert new_hard["values"] == [0.5, 0.5, 0.5] and new_hard["p_same_mix"] < 0.001
     assert next(r for r in rows if r["set"] == "new easy")["mean"] == 0.0
@@ -160,7 +161,7 @@ def test_the_manipulation_check_says_whether_the_arms_data_differed():
     assert split["against"] == "cache pool" and split["mean"] == pytest.approx(0.5)
     assert manipulation_verdict(rows, 0.95).startswith("The arms' new instructions differ in family x level mix in "
                                                       "iteration 1 new hard (TV 0.50")
-    same = manipulation_check(sets(add(10) + sort(10), add(10) + sort(10)), [0, 1, 2])
+    same = manipulation_check(sets(add(10) + sort(10), add(10) + sort(10)), [0, 1, 2], 0.95)
     assert "the adversarial signal had nothing to act on" in manipulation_verdict(same, 0.95)
     header, body = manipulation_table({"confidence": 0.95, "manipulation": rows})
     assert header[3] == "TV distance" and body[0][:4] == ["1", "new hard vs new hard", "adversarial vs uniform", "0.500"]
@@ -193,7 +194,7 @@ def test_verdict_follows_the_sign_of_the_interval():
 
 def test_arm_config_differs_only_in_strategy_seed_and_run():
     config = {"run": "demo", "seed": 0, "iterations": 2, "generation": {"new_hard": 60, "strategy": "adversarial"},
-              "llm": {"ledger_dir": "results/demo/ledger", "budget_usd": 5.0},  # the main run's own ledger
+              "llm": {"ledger_dir": None, "budget_usd": 5.0},  # each run's own ledger
               "student": {"train": {"epochs": 20, "learning_rate": 1e-3}},
               "experiment": {"name": "abl", "seeds": [0, 1], "overrides": {"student": {"train": {"epochs": 5}}}}}
     arm = arm_config(config, "uniform", 1)
@@ -208,9 +209,9 @@ def test_arm_config_differs_only_in_strategy_seed_and_run():
     assert deep_merge({"a": {"b": 1, "c": [1]}}, {"a": {"c": [2]}}) == {"a": {"b": 1, "c": [2]}}
     # a budget is per run: each arm gets its own ledger (null: results/<arm>/ledger), not the main run's,
     # while a ledger the user shares between runs stays shared
-    assert arm["llm"] == {"ledger_dir": None, "budget_usd": 5.0} and config["llm"]["ledger_dir"] == "results/demo/ledger"
+    assert ledger_dir(arm) == "results/abl-uniform-s1/ledger" and ledger_dir(config) == "results/demo/ledger"
     shared_ledger = {**config, "llm": {"ledger_dir": "/proj/ledger", "budget_usd": 5.0}}
-    assert arm_config(shared_ledger, "uniform", 1)["llm"]["ledger_dir"] == "/proj/ledger"
+    assert ledger_dir(arm_config(shared_ledger, "uniform", 1)) == "/proj/ledger"
 
 
 def test_uniform_strategy_models_new_instructions_on_the_cache_pool():

@@ -38,7 +38,7 @@ def make_llm(server, tmp_path, role="teacher", *, first_n=FIRST_N, no_progress_s
 
 
 def pool(n):
-    return [{"id": f"i{k}", "instruction": p.instruction, "input": p.input} for k, p in enumerate(sample_pool(n))]
+    return [{"id": f"i{k}", "instruction": p.instruction, "input": p.input} for k, p in enumerate(sample_pool(n, seed=0))]
 
 
 def sent(server) -> int:

@@ -62,6 +62,7 @@ def test_every_benchmark_has_a_smoke_run():
     assert scripts == set(SMOKE) | GPU, "a benchmark without a smoke run here (or a stale entry)"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(SMOKE))
 def test_smoke(script, tmp_path):
     proc, out = run([sys.executable, str(BENCH / script), "--smoke"], cwd=tmp_path)

@@ -3,7 +3,8 @@ from types import SimpleNamespace
 import polars as pl
 import pytest
 
-from lionflow.discrimination import check_failure_rate, parse_scores, score_pairs, split_hard_easy
+from lionflow.discrimination import failed_verdicts, parse_scores, score_pairs, split_hard_easy
+from lionflow.failures import check_failure_rate
 from lionflow.llm import Completion
 from lionflow.prompts import PromptTemplate
 
@@ -75,7 +76,7 @@ def test_unparseable_replies_are_retried_then_counted_as_failures():
     assert referee.seen == [{}, {}, {"seed": 1}]  # the retry is a new request, not a cache hit
     assert [f.collect().height for f in split_hard_easy(pl.DataFrame([record]), 1.0)] == [0, 0]
     with pytest.raises(RuntimeError, match="referee failed on 1 of 1 pairs"):
-        check_failure_rate([record], max_rate=0.5)
+        check_failure_rate("referee", "pair", failed_verdicts([record]), 1, 0.5, "discrimination.max_referee_failure_rate")
 
     referee = ScriptedReferee(["Assistant 1: 9\nAssistant 2: 4", "nothing", "Assistant 1: 5\nAssistant 2: 8"])
     [record] = score_pairs(referee, template, teacher, student, parse_retries=1)

@@ -30,11 +30,11 @@ def test_run_lm_eval(tmp_path, monkeypatch):
           for a in range(4)]
     (inc / "data" / "oracle_gen.jsonl").write_text("".join(json.dumps(r) + "\n" for r in gen))
     (inc / "data" / "oracle_mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mc))
-    model = build_tiny_student(tmp_path / "tiny", hidden_size=64, num_layers=2, num_heads=2,
-                               intermediate_size=128, max_length=256)
+    model = build_tiny_student(tmp_path / "tiny", seed=0, hidden_size=64, num_layers=2, num_heads=2,
+                               intermediate_size=128, max_positions=256)
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "eval" / "results.json"
-    scores, groups = run_lm_eval(model, ["oracle"], inc, out, batch_size=4)
+    scores, groups = run_lm_eval(model, ["oracle"], inc, out, batch_size=4, limit=None, device="cpu")
     assert set(scores) == {"oracle_gen", "oracle_mc", "oracle"} and groups == ["oracle"]
     assert all(0.0 <= v <= 1.0 for v in scores.values())
     # The group's score is the unweighted mean its YAML declares.
@@ -53,5 +53,5 @@ def test_run_lm_eval(tmp_path, monkeypatch):
     other.mkdir()
     (other / "oracle_gen.jsonl").write_text("".join(json.dumps(r) + "\n" for r in gen[:2]))
     (other / "oracle_mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mc[:2]))
-    run_lm_eval(model, ["oracle"], inc, out, batch_size=4, data_dir=other)
+    run_lm_eval(model, ["oracle"], inc, out, batch_size=4, limit=None, device="cpu", data_dir=other)
     assert json.loads(out.read_text())["n-samples"]["oracle_gen"]["effective"] == 2

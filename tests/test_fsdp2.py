@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 
 PARITY_TOL = 1e-4  # max |loss, 1 process - loss, 2 processes (FSDP2)| per optimizer step; weights: max |diff|
 WORDS4 = "lion wolf bear frog bird fish duck goat crab deer".split()
-TINY = dict(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, max_length=256)
+TINY = dict(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, max_positions=256)
 
 
 def write_data(path: Path, n: int) -> Path:

@@ -40,7 +40,7 @@ def test_hard_generation_with_the_oracle_keeps_the_family(oracle_llm):
     examples = _examples("What is 23 + 72?", "Sort these numbers in ascending order: 5, 3, 9.")
     pool = examples["instruction"].to_list()
     kept, rejected = generate_instructions(oracle_llm("generator"), template, examples, origin="hard", count=6,
-                                           iteration=1, pool=pool, filters=FILTERS, seed=0)
+                                           iteration=1, pool=pool, filters=FILTERS, seed=0, max_rounds=3)
     assert len(kept) == 6
     by_id = {e["id"]: e for e in examples.to_dicts()}
     for k in kept:
@@ -56,7 +56,7 @@ def test_easy_generation_moves_to_a_rarer_family(oracle_llm):
     template = PromptTemplate.load(PROMPTS / "generator_easy.yaml")
     examples = _examples("Repeat the word \"owl\".")
     kept, _ = generate_instructions(oracle_llm("generator"), template, examples, origin="easy", count=4,
-                                    iteration=2, pool=[], filters=FILTERS, seed=0)
+                                    iteration=2, pool=[], filters=FILTERS, seed=0, max_rounds=3)
     assert kept and all(BY_NAME[parse_problem(k["instruction"]).family].rarity > BY_NAME["repeat"].rarity for k in kept)
 
 
@@ -78,5 +78,5 @@ def test_near_duplicates_are_rejected_with_their_reason_and_rounds_stop():
 
 def test_no_examples_means_no_requests():
     kept, rejected = generate_instructions(None, None, _examples(), origin="hard", count=5, iteration=1, pool=[],
-                                           filters=FILTERS, seed=0)
+                                           filters=FILTERS, seed=0, max_rounds=3)
     assert kept == [] and rejected == []

@@ -8,10 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
 
 
+@pytest.mark.slow
 def test_gpu_check_smoke_runs_every_phase(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "out"),
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}

@@ -4,8 +4,9 @@ import json
 import pytest
 
 from lionflow.artifacts import read_jsonl, validate
+from lionflow.discrimination import failed_verdicts
+from lionflow.failures import check_failure_rate
 from lionflow.judge import (
-    check_failure_rate,
     judge_answers,
     load_questions,
     relative_cell,
@@ -65,9 +66,11 @@ def test_a_category_with_only_failures_has_no_score():
 
 
 def test_failure_rate_check():
-    assert check_failure_rate(RECORDS, max_rate=0.25) == 1
+    check = lambda rate: check_failure_rate("judge", "question", failed_verdicts(RECORDS), len(RECORDS), rate,
+                                            "eval.judge.max_failure_rate")
+    assert check(0.25) == 1
     with pytest.raises(RuntimeError, match="judge failed on 1 of 4 questions"):
-        check_failure_rate(RECORDS, max_rate=0.2)
+        check(0.2)
 
 
 def _answers(questions, texts, model):
@@ -171,7 +174,7 @@ def test_judge_and_reference_spend_from_the_run_budget(tmp_path):
     ask = lambda llm, n, tag: llm.complete([([{"role": "user", "content": f"{tag}: what is {i} + 1?"}], {})
                                             for i in range(n)])
 
-    ask(llm_for(config["llm"], "teacher"), 3, "teacher")
+    ask(llm_for(config, "teacher"), 3, "teacher")
     reference = judge_llm_for(config, "reference")
     ask(reference, 3, "reference")
     assert reference.stats.cost_usd > 0                        # priced as the teacher's model

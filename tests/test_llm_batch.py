@@ -22,7 +22,7 @@ def _batch_llm(server, tmp_path):
 
 
 def test_batch_submit_crash_resume(tmp_path, monkeypatch):
-    pool = sample_pool(12)
+    pool = sample_pool(12, seed=0)
     requests = [(TEACHER.messages(instruction=p.instruction, input=p.input), {}) for p in pool]
     requests.append(requests[0])                                   # a duplicate goes in the batch once
     with TestServer(ServerConfig(batch_delay_s=0.3)) as server:

@@ -61,22 +61,22 @@ def test_other_4xx_is_not_retried_and_names_the_request(tmp_path, monkeypatch):
     monkeypatch.setenv("LIONFLOW_TEST_KEY", "sk-wrong")
     with TestServer(ServerConfig(api_key="sk-right")) as server:
         llm = make_llm(server, tmp_path, api_key_env="LIONFLOW_TEST_KEY")
-        [reply] = llm.complete(requests_for(sample_pool(1)))
+        [reply] = llm.complete(requests_for(sample_pool(1, seed=0)))
         assert len(server.log()) == 1                                        # sent once, no retry
     assert isinstance(reply, LLMFailure) and reply.kind == "AuthenticationError (HTTP 401)"
-    assert "request " in reply.error and sample_pool(1)[0].instruction[:20] in reply.error
+    assert "request " in reply.error and sample_pool(1, seed=0)[0].instruction[:20] in reply.error
     assert llm.stats.retries == 0 and llm.stats.failures == 1 and len(ResponseCache(tmp_path / "cache")) == 0
 
 
 def _pool(n):
-    return [{"id": f"i{k}", "instruction": p.instruction, "input": p.input} for k, p in enumerate(sample_pool(n))]
+    return [{"id": f"i{k}", "instruction": p.instruction, "input": p.input} for k, p in enumerate(sample_pool(n, seed=0))]
 
 
 def test_failures_beyond_the_rate_stop_the_stage_with_a_summary(tmp_path):
     """One policy: the client returns failures as values; the stage applies its one rate."""
     with TestServer(ServerConfig(fault_rate=1.0, fault_kinds=("500",), max_faults_per_request=10)) as server:
         llm = make_llm(server, tmp_path, retries=1)
-        replies = llm.complete(requests_for(sample_pool(3)))
+        replies = llm.complete(requests_for(sample_pool(3, seed=0)))
         assert all(isinstance(r, LLMFailure) for r in replies)            # values, never an exception
         with pytest.raises(TooManyFailures, match=r"teacher failed on 3 of 3 requests \(100\.0%\), above "
                                                   r"llm\.failure_tolerance=10\.0% \(3 x InternalServerError"):
@@ -95,7 +95,7 @@ def test_a_failure_within_the_rate_is_left_out_and_recorded(tmp_path):
 
 
 def test_rpm_limit_is_kept_without_a_429(tmp_path):
-    pool = sample_pool(40)
+    pool = sample_pool(40, seed=0)
     with TestServer(ServerConfig(rpm=1200)) as server:          # 20/s, a bucket of 1 s
         llm = make_llm(server, tmp_path, rpm=1200)
         started = time.monotonic()
@@ -109,7 +109,7 @@ def test_rpm_limit_is_kept_without_a_429(tmp_path):
 
 def test_retry_after_is_honoured(tmp_path):
     """No client-side limit: the server's 429s + Retry-After pace the client."""
-    pool = sample_pool(30)
+    pool = sample_pool(30, seed=0)
     with TestServer(ServerConfig(rpm=600, burst_s=0.5)) as server:  # 10/s, bucket of 5
         llm = make_llm(server, tmp_path, retries=8)
         replies = llm.complete(requests_for(pool))
@@ -127,7 +127,7 @@ def test_retry_after_is_honoured(tmp_path):
 
 
 def test_tpm_limit_books_true_usage(tmp_path):
-    pool = sample_pool(60)
+    pool = sample_pool(60, seed=0)
     with TestServer(ServerConfig(tpm=30_000)) as server:         # 500 tokens/s, a bucket of 1 s
         llm = make_llm(server, tmp_path, tpm=30_000)
         started = time.monotonic()
@@ -142,7 +142,7 @@ def test_tpm_limit_books_true_usage(tmp_path):
 
 
 def test_budget_stops_before_overspending(tmp_path):
-    pool = sample_pool(30)
+    pool = sample_pool(30, seed=0)
     price = (1e6, 1e6)      # USD per million input, output tokens: $1 a token, easy to follow
     with TestServer(ServerConfig(latency_s=0.01)) as server:
         llm = make_llm(server, tmp_path, price=price, budget_usd=600.0, concurrency=4)

@@ -93,7 +93,7 @@ def test_plots_are_written(summary, tmp_path):
     plot_eval_by_checkpoint(summary, tmp_path / "eval.png")
     plot_requests_per_stage(summary, tmp_path / "requests.png")
     runs = {(st, seed): summary for st in ("adversarial", "uniform") for seed in (0, 1)}
-    plot_ablation(compare(runs, [0, 1]), tmp_path / "ablation.png")
+    plot_ablation(compare(runs, [0, 1], 0.95), tmp_path / "ablation.png")
     for name in ("hard", "scores", "gaps", "eval", "requests", "ablation"):
         data = (tmp_path / f"{name}.png").read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 5000

@@ -71,4 +71,4 @@ def test_student_answers_must_cover_every_instruction(monkeypatch):
     monkeypatch.setattr(generate, "generate_answers", lambda *a, **k: [{"answer": "x", "finish_reason": "stop"}])
     items = [{"id": str(i), "instruction": "Do it.", "input": ""} for i in range(2)]
     with pytest.raises(ValueError, match=r"student:1: 2 records in but 1 written"):
-        generate.answer_records("unused", items, None, model="student:1")
+        generate.answer_records("unused", items, None, model="student:1", device="cpu")

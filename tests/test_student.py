@@ -12,7 +12,7 @@ from lionflow.student.train import main as train_main
 
 from conftest import generate_config, train_settings
 
-TINY = dict(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, max_length=256)
+TINY = dict(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, max_positions=256)
 CFG = train_settings(epochs=8, learning_rate=3e-3, effective_batch_size=8, per_device_batch_size=4)
 WORDS = "lion tiger cat dog bird fish wolf bear frog owl".split()
 
@@ -46,7 +46,7 @@ def trained(tiny, tmp_path_factory):
 def test_builtin_roundtrip(tiny):
     tok = AutoTokenizer.from_pretrained(tiny)
     model = AutoModelForCausalLM.from_pretrained(tiny)
-    assert tok.padding_side == "left" and tok.model_max_length == TINY["max_length"]
+    assert tok.padding_side == "left" and tok.model_max_length == TINY["max_positions"]
     assert model.config.pad_token_id == tok.pad_token_id == model.generation_config.pad_token_id
     assert model.generation_config.eos_token_id == tok.eos_token_id
     # byte-level: every digit its own token, text round-trips exactly
@@ -84,27 +84,27 @@ def test_training_reduces_loss(trained, tiny, tmp_path):
     AutoModelForCausalLM.from_pretrained(trained)
     assert AutoTokenizer.from_pretrained(trained).chat_template
     # seeded: a rerun gives the same losses
-    again = train(tiny, examples(50), tmp_path / "again", TrainConfig(**CFG), log_every=5)
+    again = train(tiny, examples(50), tmp_path / "again", TrainConfig(**CFG), device="cpu", log_every=5)
     assert [s["loss"] for s in again["steps"]] == losses
 
 
 def test_generation_order_seed_and_batching(trained):
     items = [{"instruction": e["instruction"], "input": e["input"]} for e in examples(12)]
     greedy = generate_config(max_new_tokens=8, temperature=0, batch_size=5)
-    batched = generate_answers(trained, items, greedy)
+    batched = generate_answers(trained, items, greedy, device="cpu")
     # one at a time: same greedy answers, so batching (length-sorted) restored the order
-    assert batched == [generate_answers(trained, [it], greedy)[0] for it in items]
+    assert batched == [generate_answers(trained, [it], greedy, device="cpu")[0] for it in items]
     assert len({r["answer"] for r in batched}) > 1  # answers differ, so order is observable
     assert all(r["finish_reason"] in ("stop", "length") for r in batched)
     sample = generate_config(max_new_tokens=8, temperature=1.0, batch_size=5, seed=3)
-    assert generate_answers(trained, items, sample) == generate_answers(trained, items, sample)
+    assert generate_answers(trained, items, sample, device="cpu") == generate_answers(trained, items, sample, device="cpu")
 
 
 def test_unknown_backend(tiny):
     # The vllm backend runs a real server: tests/test_vllm.py.
     items = [{"instruction": "What is 2 + 2?", "input": ""}]
     with pytest.raises(ValueError, match="backend must be"):
-        generate_answers(tiny, items, generate_config(backend="tgi"))
+        generate_answers(tiny, items, generate_config(backend="tgi"), device="cpu")
 
 
 def test_batches_are_length_grouped_and_replayable():

@@ -16,11 +16,14 @@ from lionflow.student.builtin import build_tiny_student
 
 from conftest import train_settings
 
-TINY = dict(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, max_length=256)
+TINY = dict(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128, max_positions=256)
 WORDS = "lion tiger cat dog bird fish wolf bear frog owl".split()
 # student.train.lora as the validated config hands it over (every key; enabled turns it on)
 LORA = dict(enabled=True, r=8, alpha=16, dropout=0.0, target_modules="all-linear", load_in_4bit=False)
 BIN = Path(sys.executable).parent
+
+
+pytestmark = pytest.mark.slow  # multi-process training, kill -9 and resume
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +164,7 @@ def test_lora_on_the_real_pretrained_student(tmp_path):
 
     gguf = Path(__file__).resolve().parents[1] / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert gguf.is_file(), "make smollm2 (make test does) fetches it"
-    resolve_base_model(str(gguf), tmp_path / "base")
+    resolve_base_model(str(gguf), tmp_path / "base", seed=0, chat_template="auto")
     with open(tmp_path / "data.jsonl", "w") as f:
         for i in range(16):
             w = WORDS[i % len(WORDS)]

@@ -162,7 +162,8 @@ def smollm2(tmp_path_factory):
     if not SMOLLM2_GGUF.is_file():
         pytest.fail(f"{SMOLLM2_GGUF} is missing: `make smollm2` fetches it; `make test` does it first")
     from lionflow.student.builtin import resolve_base_model
-    return resolve_base_model(str(SMOLLM2_GGUF), tmp_path_factory.mktemp("smollm2") / "student")
+    return resolve_base_model(str(SMOLLM2_GGUF), tmp_path_factory.mktemp("smollm2") / "student", seed=0,
+                              chat_template="auto")
 
 
 @pytest.mark.slow

@@ -29,15 +29,18 @@ import math
 import statistics
 
 from .evaluation import group_label
+from .layout import STRATEGIES, arm_run_name, checkpoint, iteration_file, lm_eval_file, run_dir, shared_run_name
 from .lineage import family_level
 
 # scipy and the summary (polars) are imported where they are used: the workflow imports this module
 # when it parses the experiment, in every job of a cluster run too.
 
-STRATEGIES = ("adversarial", "uniform")
+# The sets whose family x level mix the ablation counts: name -> (file stem in iter<k>/, schema)
+SETS = {"cache pool": ("cache_pool", "instruction"), "hard split": ("hard", "scored_instruction"),
+        "new hard": ("new_hard", "instruction"), "new easy": ("new_easy", "instruction")}
 
 
-def t_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float, float]:
+def t_interval(values: list[float], confidence: float) -> tuple[float, float, float]:
     """(mean, low, high): mean +- t_{(1+c)/2, n-1} * s / sqrt(n), s the sample standard deviation."""
     n = len(values)
     if n < 2:
@@ -49,7 +52,7 @@ def t_interval(values: list[float], confidence: float = 0.95) -> tuple[float, fl
     return mean, mean - half, mean + half
 
 
-def mdd(values: list[float], confidence: float = 0.95, power: float = 0.8) -> float:
+def mdd(values: list[float], confidence: float, power: float = 0.8) -> float:
     """Minimal detectable difference of the paired t test on `values` (the per-seed differences):
     (t_{(1+c)/2, n-1} + t_{power, n-1}) * s / sqrt(n), s the sample standard deviation."""
     n = len(values)
@@ -72,12 +75,12 @@ def deep_merge(base: dict, overrides: dict) -> dict:
     return out
 
 
-def arm_run_name(experiment: str, strategy: str, seed: int) -> str:
-    return f"{experiment}-{strategy}-s{seed}"
-
-
-def shared_run_name(experiment: str, seed: int) -> str:
-    return f"{experiment}-s{seed}"
+def arm_files(run: str, iterations) -> dict[str, list[str]]:
+    """What the ablation reads from one arm's run: its summary, the per-item lm-eval results of every
+    checkpoint (0: the base student) and each iteration's SETS, in that order."""
+    return {"summary": [f"{run_dir(run)}/summary.json"],
+            "lm_eval": [lm_eval_file(run, checkpoint(k)) for k in [0, *iterations]],
+            "sets": [iteration_file(run, k, f"{stem}.jsonl") for k in iterations for stem, _ in SETS.values()]}
 
 
 def arm_config(config: dict, strategy: str | None, seed: int) -> dict:
@@ -87,10 +90,6 @@ def arm_config(config: dict, strategy: str | None, seed: int) -> dict:
     """
     experiment = config["experiment"]
     base = {k: v for k, v in config.items() if k != "experiment"}  # editing the experiment reruns no arm
-    # llm.ledger_dir null means each run's own ledger (per-run budget); the main run's rules resolved it
-    # to results/<run>/ledger in `config`, which is not the arm's run
-    if base["llm"]["ledger_dir"] == f"results/{config['run']}/ledger":
-        base = {**base, "llm": {**base["llm"], "ledger_dir": None}}
     own = ({"run": shared_run_name(experiment["name"], seed), "seed": seed} if strategy is None else
            {"run": arm_run_name(experiment["name"], strategy, seed), "seed": seed, "generation": {"strategy": strategy}})
     return deep_merge(deep_merge(base, experiment["overrides"]), own)
@@ -167,7 +166,7 @@ def family_metrics(items: dict[str, list[dict]]) -> dict[str, tuple[float, int]]
 
 
 def compare_by_family(items: dict[tuple[str, int], dict[int, dict]], seeds: list[int],
-                      confidence: float = 0.95) -> list[dict]:
+                      confidence: float) -> list[dict]:
     """Rows like compare's, per task and family (and level) of the held-out items, per iteration.
 
     items: (strategy, seed) -> iteration -> the evaluation's per-item scores of that checkpoint.
@@ -236,7 +235,7 @@ MANIPULATION = (("new hard", "new hard", "adversarial vs uniform"), ("new easy",
 
 
 def manipulation_check(sets: dict[tuple[str, int], dict[int, dict[str, list[dict]]]], seeds: list[int],
-                       confidence: float = 0.95) -> list[dict]:
+                       confidence: float) -> list[dict]:
     """Did the arms' data differ? Per iteration: the total variation distance between the adversarial and
     the uniform arm's mixes (family x level) of new hard and of new easy instructions, and between each
     arm's hard split and its cache pool, per seed, with its mean, t interval over seeds and the p-value
@@ -280,7 +279,7 @@ def manipulation_verdict(rows: list[dict], confidence: float) -> str:
                         for r in differ) + ": the manipulation took effect there.")
 
 
-def compare(summaries: dict[tuple[str, int], dict], seeds: list[int], confidence: float = 0.95,
+def compare(summaries: dict[tuple[str, int], dict], seeds: list[int], confidence: float,
             items: dict | None = None, sets: dict | None = None, effect_of_interest: float | None = None) -> dict:
     """The ablation table (schema `ablation`) from each arm's run summary, keyed (strategy, seed);
     with `items` (see compare_by_family) the per-family rows, with `sets` (see compositions) the

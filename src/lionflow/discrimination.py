@@ -15,7 +15,6 @@ import statistics
 
 import polars as pl
 
-from .failures import check_failure_rate as _check
 from .failures import check_rows
 from .frames import polars_schema, scan_frame, write_frames
 from .llm import LLM, LLMFailure
@@ -124,15 +123,14 @@ def failed_verdicts(records: list[dict]) -> list[dict]:
     for r in records:
         if r["failed"]:
             error = next(o["error"] for o in r["orders"] if o["error"])
-            failed.append({"id": r["id"], "kind": FAILURE_KINDS[0 if error.startswith(UNPARSEABLE) else 1],
-                           "error": error})
+            failed.append({"id": r["id"], "kind": verdict_failure_kind(error), "error": error})
     return failed
 
 
-def check_failure_rate(records: list[dict], max_rate: float) -> int:
-    """Number of failed pairs; TooManyFailures when their share exceeds `max_rate`."""
-    return _check("referee", "pair", failed_verdicts(records), len(records), max_rate,
-                  "discrimination.max_referee_failure_rate")
+def verdict_failure_kind(error: str) -> str:
+    """A failed verdict's kind (FAILURE_KINDS) from its error: a reply without scores, or a failed request."""
+    unparseable, request = FAILURE_KINDS
+    return unparseable if error.startswith(UNPARSEABLE) else request
 
 
 def split_hard_easy(scores: pl.LazyFrame | pl.DataFrame, threshold: float) -> tuple[pl.LazyFrame, pl.LazyFrame]:
@@ -173,12 +171,6 @@ def split_warning(n_hard: int, n_easy: int, band: list[float], threshold: float)
             f"(adversarial selection degenerates to uniform); {change}")
 
 
-def failure_kind(error: pl.Expr) -> pl.Expr:
-    """failed_verdicts' classification as a polars expression, for the lazy queries."""
-    unparseable, request = FAILURE_KINDS
-    return pl.when(error.str.starts_with(UNPARSEABLE)).then(pl.lit(unparseable)).otherwise(pl.lit(request))
-
-
 def referee_reliability(scores: pl.LazyFrame | pl.DataFrame, threshold: float, min_order_agreement: float) -> dict:
     """How far one iteration's referee can be trusted, from its verdicts in both orders (one lazy query).
 
@@ -194,7 +186,7 @@ def referee_reliability(scores: pl.LazyFrame | pl.DataFrame, threshold: float, m
     verdicts = scores.lazy().select("id", "orders").explode("orders").unnest("orders").with_columns(
         ok=pl.col("teacher_score").is_not_null() & pl.col("student_score").is_not_null(),
         gap=pl.col("teacher_score") - pl.col("student_score"))
-    failures = verdicts.filter(~pl.col("ok")).group_by(kind=failure_kind(pl.col("error"))).len()
+    failures = verdicts.filter(~pl.col("ok")).group_by(kind=pl.col("error").map_elements(verdict_failure_kind, return_dtype=pl.String)).len()
     by_first = lambda first: pl.col("gap").filter(pl.col("first") == first).first()
     pairs = verdicts.group_by("id").agg(failed=(~pl.col("ok")).any(), tf=by_first("teacher"), sf=by_first("student"))
     label = lambda gap: gap >= threshold

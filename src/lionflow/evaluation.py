@@ -53,8 +53,8 @@ def _json_default(x):
         return str(x)
 
 
-def run_lm_eval(model_dir, tasks: list[str], include_path, out_json, batch_size: int = 16,
-                limit: int | None = None, device: str = "auto", data_dir=None) -> tuple[dict[str, float], list[str]]:
+def run_lm_eval(model_dir, tasks: list[str], include_path, out_json, *, batch_size: int,
+                limit: int | None, device: str, data_dir=None) -> tuple[dict[str, float], list[str]]:
     """Evaluate model_dir on lm-eval tasks and groups; write the results JSON.
 
     Returns ({task or group: score}, [group names]): every task's main metric and every group's declared

@@ -24,6 +24,7 @@ import polars as pl
 from .decontamination import Decontaminator
 from .dedup import filter_near_duplicates, rouge_l_f, rouge_tokenize
 from .failures import check_failure_rate, check_rows
+from .layout import STRATEGIES
 from .llm import LLM, LLMFailure
 from .prompts import PromptTemplate
 
@@ -32,8 +33,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Filters:
-    min_words: int = 4  # the paper rejects instructions of 3 words or fewer
-    rouge_threshold: float = 0.7
+    min_words: int  # generation.min_words (the paper rejects instructions of 3 words or fewer)
+    rouge_threshold: float  # generation.rouge_threshold
     leak_words: tuple[str, ...] = ()
     decontaminator: Decontaminator | None = None  # None: no evaluation sets to check against
 
@@ -61,9 +62,6 @@ def reject_reason(text: str, finish_reason: str, filters: Filters) -> str | None
     return None
 
 
-STRATEGIES = ("adversarial", "uniform")
-
-
 def parent_examples(strategy: str, origin: str, *, hard: pl.DataFrame, easy: pl.DataFrame,
                     cache_pool: pl.DataFrame) -> pl.DataFrame:
     """The examples new `origin` instructions are modelled on.
@@ -87,7 +85,7 @@ def parent_pool(strategy: str, origin: str) -> str:
 
 def generate_instructions(generator: LLM, template: PromptTemplate, examples: pl.DataFrame, *, origin: str,
                           count: int, iteration: int, pool: list[str], filters: Filters, seed: int,
-                          max_rounds: int = 3, drawn_from: str | None = None,
+                          max_rounds: int, drawn_from: str | None = None,
                           max_failure_rate: float = 0.0) -> tuple[list[dict], list[dict]]:
     """Returns (kept instructions, schema `instruction`; rejected, schema `rejected_instruction`).
 

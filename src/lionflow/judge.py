@@ -20,8 +20,7 @@ import statistics
 from collections import defaultdict
 
 from .artifacts import iter_jsonl
-from .discrimination import failed_verdicts, score_pairs
-from .failures import check_failure_rate as _check
+from .discrimination import score_pairs
 from .llm import LLM
 from .prompts import PromptTemplate
 
@@ -113,8 +112,3 @@ def relative_scores(records: list[dict], *, checkpoint: str, judge_model: str, r
     return {"checkpoint": checkpoint, "judge_model": judge_model, "reference_model": reference_model,
             "overall": relative_cell(records),
             "by_category": {c: relative_cell(rs) for c, rs in sorted(by_category.items())}}
-
-
-def check_failure_rate(records: list[dict], max_rate: float) -> int:
-    """Number of failed questions; TooManyFailures when their share exceeds `max_rate`."""
-    return _check("judge", "question", failed_verdicts(records), len(records), max_rate, "eval.judge.max_failure_rate")

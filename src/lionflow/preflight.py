@@ -19,6 +19,7 @@ from pathlib import Path
 import openai
 
 from .judge import role_configs
+from .layout import run_dir, student_dir
 from .oracle import URL as BUILTIN
 from .student.facts import base_model_context, token_counter, tokenizer_file
 from .student.prompting import user_content
@@ -314,7 +315,7 @@ def _student_token_counter(config: dict):
     lionflow.student.facts), else None."""
     spec = config["student"]["base_model"]
     try:
-        if path := tokenizer_file(str(Path("results") / config["run"] / "base_student")) or tokenizer_file(spec):
+        if path := tokenizer_file(student_dir(config["run"], "base")) or tokenizer_file(spec):
             return token_counter(path)
         if spec.startswith("builtin:"):
             from .student.builtin import build_tokenizer
@@ -344,7 +345,7 @@ def _student_prompt(config: dict, model: bool = True):
     setting, spec = config["student"]["chat_template"], config["student"]["base_model"]
     try:
         source = Path(setting).read_text() if setting != "auto" else None
-        for tok in ((tokenizer_file(str(Path("results") / config["run"] / "base_student")), tokenizer_file(spec))
+        for tok in ((tokenizer_file(student_dir(config["run"], "base")), tokenizer_file(spec))
                     if model and source is None else ()):
             if tok is not None and (tok.parent / "chat_template.jinja").is_file():
                 source = (tok.parent / "chat_template.jinja").read_text()
@@ -427,8 +428,8 @@ def _writable(key: str, path: Path) -> str | None:
 
 def check_writable(config: dict) -> list[str]:
     """The response cache and the run's results can be written (an answer that cannot be stored is paid twice)."""
-    checks = [("llm.cache_dir", Path(config["llm"]["cache_dir"])), ("run (results/<run>)", Path("results") / config["run"])]
-    if config["llm"].get("ledger_dir"):
+    checks = [("llm.cache_dir", Path(config["llm"]["cache_dir"])), ("run (results/<run>)", Path(run_dir(config["run"])))]
+    if config["llm"]["ledger_dir"]:
         checks.append(("llm.ledger_dir", Path(config["llm"]["ledger_dir"])))
     return [p for key, path in checks if (p := _writable(key, path))]
 
@@ -439,7 +440,7 @@ CHECKPOINT_RULES = {"base_student": "build_base_student", "student": "train_stud
 def check_checkpoints(config: dict) -> list[str]:
     """A checkpoint Snakemake considers built (no incomplete marker) holds config, weights and tokenizer;
     a damaged one would otherwise count as done ("Nothing to be done") and fail later jobs."""
-    results, problems = Path("results") / config["run"], []
+    results, problems = Path(run_dir(config["run"])), []
     for ckpt in [results / "base_student", *sorted(results.glob("iter*/student"))]:
         if not ckpt.is_dir():
             continue

@@ -17,10 +17,9 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 from tabulate import tabulate  # noqa: E402
 
 from .evaluation import group_label  # noqa: E402
+from .layout import LLM_STAGES  # noqa: E402
 from .provenance import describe  # noqa: E402
 from .summary import excluded_answers, llm_total, stage_totals  # noqa: E402
-
-STAGES = ("teacher_train", "teacher_cache", "referee", "generator")  # per-iteration LLM stages, in loop order
 
 
 def pct(x: float | None, digits: int = 1) -> str:
@@ -299,7 +298,7 @@ def plot_eval_by_checkpoint(summary: dict, path) -> None:
 def plot_requests_per_stage(summary: dict, path) -> None:
     """Requests (paid and from the cache) and tokens per LLM stage, one bar group per iteration."""
     its = _iterations(summary)
-    stages = [s for s in STAGES if any(s in it.get("llm", {}) for it in summary["iterations"])]
+    stages = [s for s in LLM_STAGES if any(s in it.get("llm", {}) for it in summary["iterations"])]
     width = 0.8 / max(len(stages), 1)
     fig, (ax_req, ax_tok) = plt.subplots(1, 2, figsize=(11, 4))
     colors = plt.get_cmap("tab10").colors

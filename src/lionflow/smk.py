@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from .layout import ledger_dir
 from .llm import BUILTIN_SCHEME, LLM, ResponseCache, Role
 from .prompts import PromptTemplate
 
@@ -20,11 +21,13 @@ def setup_logging(snakemake) -> logging.Logger:
     return logging.getLogger(f"lionflow.{snakemake.rule}")
 
 
-def llm_for(llm_config: dict, role: str) -> LLM:
-    """The client of a role, built from the run's whole `llm` config (scripts read it from
-    snakemake.config: prices, budget, cache and concurrency are not rule params, see role_identity)."""
-    spec = Role.from_config({"llm": llm_config}, role)
-    return LLM(spec, ResponseCache(llm_config["cache_dir"]), transport=in_process_transport(spec.endpoint.base_url))
+def llm_for(config: dict, role: str) -> LLM:
+    """The client of a role, built from the run's config (scripts read it from snakemake.config: prices,
+    budget, cache and concurrency are not rule params, see role_identity), its spending recorded in the
+    run's ledger (lionflow.layout.ledger_dir)."""
+    llm = {**config["llm"], "ledger_dir": ledger_dir(config)}
+    spec = Role.from_config({"llm": llm}, role)
+    return LLM(spec, ResponseCache(llm["cache_dir"]), transport=in_process_transport(spec.endpoint.base_url))
 
 
 def in_process_transport(base_url: str):
@@ -43,7 +46,7 @@ def judge_llm_for(config: dict, role: str) -> LLM:
     """The judge's or the reference model's client (eval.judge, defaults filled in from the referee and teacher)."""
     from .judge import role_configs
 
-    return llm_for(role_configs(config["llm"], config["eval"]["judge"]), role)
+    return llm_for({**config, "llm": role_configs(config["llm"], config["eval"]["judge"])}, role)
 
 
 def role_identity(llm_config: dict, role: str) -> dict:
@@ -68,20 +71,26 @@ def share_rule_settings(workflow, prefixes: list[str]) -> None:
 
     The profiles name the stage rules, but Snakemake applies those settings by the final rule name:
     without this, the ablation's arms (modules with prefixed rule names) would train on the default
-    resources, without a GPU. Call after loading the modules. The settings go onto the rule objects,
-    not into the settings themselves, which Snakemake copies onto every job's command line (and which a
-    job, parsing this Snakefile again, would copy once more: the list grew per level of job nesting).
+    resources, without a GPU. Call after loading the modules. It reads the settings from their public
+    fields (`ResourceSettings.overwrite_threads/overwrite_resources`, a mapping per rule name, parsed
+    or not) and puts them onto the rule objects, not into the settings themselves, which Snakemake
+    copies onto every job's command line (and which a job, parsing this Snakefile again, would copy
+    once more). A rule's threads are its `_cores` resource, as Snakemake's own `Workflow.rule` sets them.
+    What the user names for a copy itself wins, key by key.
     """
+    from snakemake.resources import Resource, Resources
+
     settings = workflow.resource_settings
-    threads, resources = settings._parsed_overwrite_threads, settings._parsed_overwrite_resources
     for rule in workflow.rules:
         prefix = next((p for p in prefixes if rule.name.startswith(p)), None)
         if prefix is None:
             continue  # not a module copy
         name = rule.name[len(prefix):]
-        if name in threads and rule.name not in threads:  # what the user names for the copy itself wins
-            rule.resources["_cores"] = threads[name]
-        own = resources.get(rule.name, {})
-        for key, value in resources.get(name, {}).items():
-            if key not in own:
-                rule.resources[key] = value
+        shared = dict(Resources.from_mapping(settings.overwrite_resources.get(name, {})))
+        if name in settings.overwrite_threads:
+            threads = settings.overwrite_threads[name]
+            shared["_cores"] = threads if isinstance(threads, Resource) else Resource("_cores", threads)
+        own = set(Resources.from_mapping(settings.overwrite_resources.get(rule.name, {})))  # keys, normalised
+        if rule.name in settings.overwrite_threads:
+            own.add("_cores")
+        rule.resources.update(Resources({k: v for k, v in shared.items() if k not in own}))

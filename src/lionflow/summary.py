@@ -11,6 +11,7 @@ from .artifacts import read_json, schema, write_json
 from .discrimination import referee_reliability, split_warning
 from .frames import scan_frame
 from .imitation import EXCLUDED_KINDS
+from .layout import LLM_STAGES
 from .lineage import families_of, index_files
 from .provenance import provenance
 
@@ -65,8 +66,6 @@ def iteration_summary(k: int, inputs, *, llm: dict, evaluation: dict, judge: dic
             "llm": llm, "eval": evaluation, "judge": judge}
 
 
-# The LLM stages of an iteration, each with its llm_stats file (Snakemake input `llm_<stage>`, one per iteration).
-LLM_STAGES = ("teacher_train", "teacher_cache", "referee", "generator")
 LEDGER_FIELDS = ("requests", "cache_hits", "paid", "failures", "retries", "rate_limited", "prompt_tokens",
                  "completion_tokens", "cost_usd")
 

@@ -5,7 +5,7 @@ from lionflow.smk import llm_for, setup_logging, template
 
 log = setup_logging(snakemake)
 pool = read_jsonl(snakemake.input.pool, "instruction")
-teacher = llm_for(snakemake.config["llm"], "teacher")
+teacher = llm_for(snakemake.config, "teacher")
 answers, failed = teacher_answers(teacher, template(snakemake.input.prompt), pool,
                                   max_failure_rate=snakemake.config["llm"]["failure_tolerance"],
                                   checks=snakemake.config["llm"]["answer_checks"])

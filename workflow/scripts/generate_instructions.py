@@ -9,7 +9,7 @@ from lionflow.smk import llm_for, setup_logging, template
 log = setup_logging(snakemake)
 cfg = snakemake.params.generation
 k = int(snakemake.wildcards.k)
-generator = llm_for(snakemake.config["llm"], "generator")
+generator = llm_for(snakemake.config, "generator")
 filters = Filters(min_words=cfg["min_words"], rouge_threshold=cfg["rouge_threshold"], leak_words=tuple(cfg["leak_words"]),
                   decontaminator=decontaminator(snakemake.params.eval_sets, cfg["decontamination"]))
 cache_pool = read_frame(snakemake.input.cache_pool, "instruction")

@@ -4,6 +4,8 @@ import json
 from pathlib import Path
 
 from lionflow.ablation import (
+    SETS,
+    arm_files,
     compare,
     composition_table,
     manipulation_table,
@@ -16,16 +18,17 @@ from lionflow.report import html, html_page, markdown, plot_ablation, plot_ablat
 from lionflow.smk import setup_logging
 
 log = setup_logging(snakemake)
-SETS = {"cache pool": ("cache_pool", "instruction"), "hard split": ("hard", "scored_instruction"),
-        "new hard": ("new_hard", "instruction"), "new easy": ("new_easy", "instruction")}
+iterations, declared = snakemake.params.iterations, set(snakemake.input)
 summaries, items, sets = {}, {}, {}
 for arm in snakemake.params.arms:
-    key, run = (arm["strategy"], arm["seed"]), Path(arm["dir"])
-    summaries[key] = read_json(run / "summary.json", "summary")
-    items[key] = {k: json.loads((run / f"eval/{'base' if k == 0 else f'iter{k}'}_lm_eval.json").read_text())
-                  ["lionflow"]["items"] for k in [0, *snakemake.params.iterations]}  # 0: the base student
-    sets[key] = {k: {name: read_jsonl(run / f"iter{k}/{stem}.jsonl", kind) for name, (stem, kind) in SETS.items()}
-                 for k in snakemake.params.iterations}
+    key, files = (arm["strategy"], arm["seed"]), arm_files(arm["run"], iterations)
+    if undeclared := [p for paths in files.values() for p in paths if p not in declared]:
+        raise ValueError(f"tabulate_ablation reads files its rule does not declare: {undeclared}")
+    summaries[key] = read_json(files["summary"][0], "summary")
+    items[key] = {k: json.loads(Path(path).read_text())["lionflow"]["items"]   # k = 0: the base student
+                  for k, path in zip([0, *iterations], files["lm_eval"])}
+    set_files = iter(files["sets"])
+    sets[key] = {k: {name: read_jsonl(next(set_files), kind) for name, (_, kind) in SETS.items()} for k in iterations}
 ablation = compare(summaries, snakemake.params.seeds, snakemake.params.confidence, items=items, sets=sets,
                    effect_of_interest=snakemake.params.effect_of_interest)
 write_json(snakemake.output.ablation, ablation, "ablation")

@@ -119,7 +119,7 @@ def make_eval_levels(per_cell: int, seed: int, exclude: set) -> list[dict]:
     return out
 
 
-def sample_pool(n: int, seed: int = 0) -> list[Problem]:
+def sample_pool(n: int, seed: int) -> list[Problem]:
     """n distinct problems with known answers, all families and levels (tests and benchmarks)."""
     rng, seen, pool = random.Random(seed), set(), []
     while len(pool) < n:
@@ -131,7 +131,7 @@ def sample_pool(n: int, seed: int = 0) -> list[Problem]:
     return pool
 
 
-def make_synthetic_pool(n: int, seed: int = 0) -> Iterator[dict]:
+def make_synthetic_pool(n: int, seed: int) -> Iterator[dict]:
     """n distinct seed-instruction records from the task families, streamed (paper scale: 52K-700K).
 
     Levels are drawn flatter than the demo pool's, since the low levels of some families hold

@@ -29,18 +29,18 @@ def build_tokenizer(model_max_length: int = 1024) -> PreTrainedTokenizerFast:
         model_max_length=model_max_length, padding_side="left", chat_template=alpaca_template())
 
 
-def build_tiny_student(out_dir, seed: int = 0, hidden_size: int = 192, num_layers: int = 3,
+def build_tiny_student(out_dir, seed: int, hidden_size: int = 192, num_layers: int = 3,
                        num_heads: int = 6, intermediate_size: int = 512,
-                       max_length: int = 1024) -> Path:
+                       max_positions: int = 1024) -> Path:
     out_dir = Path(out_dir)
     torch.manual_seed(seed)
-    tokenizer = build_tokenizer(max_length)
+    tokenizer = build_tokenizer(max_positions)
     ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                pad_token_id=tokenizer.pad_token_id)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size,
         num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
-        max_position_embeddings=max_length, tie_word_embeddings=True, **ids)
+        max_position_embeddings=max_positions, tie_word_embeddings=True, **ids)
     model = LlamaForCausalLM(config)
     for k, v in ids.items():
         setattr(model.generation_config, k, v)
@@ -50,7 +50,7 @@ def build_tiny_student(out_dir, seed: int = 0, hidden_size: int = 192, num_layer
     return out_dir
 
 
-def resolve_base_model(spec: str, out_dir, seed: int = 0, chat_template: str = "auto") -> Path:
+def resolve_base_model(spec: str, out_dir, seed: int, chat_template: str) -> Path:
     """`builtin:tiny` -> build locally; a local `.gguf` file -> dequantized checkpoint; otherwise an HF
     id or local dir, copied into out_dir (`save_pretrained`: model, tokenizer, chat template).
 

@@ -39,7 +39,7 @@ class GenerateConfig:
         return self.temperature > 0
 
 
-def generate_answers(model_dir, items: list[dict], cfg: GenerateConfig, device: str = "auto") -> list[dict]:
+def generate_answers(model_dir, items: list[dict], cfg: GenerateConfig, device: str) -> list[dict]:
     """items: dicts with instruction, input. Returns [{answer, finish_reason}] in input order.
     device: `student.device` (auto: the job's GPU when it has one)."""
     if cfg.backend == "vllm":
@@ -103,7 +103,7 @@ def _generate_vllm(model_dir, items: list[dict], cfg: GenerateConfig) -> list[di
                                 request_timeout_s=cfg.vllm_request_timeout_s)
 
 
-def answer_records(model_dir, items: list[dict], cfg: GenerateConfig, model: str, device: str = "auto") -> list[dict]:
+def answer_records(model_dir, items: list[dict], cfg: GenerateConfig, model: str, device: str) -> list[dict]:
     """The student's answers to `items` (dicts with id, instruction, input) as `answer` artifact records."""
     answers = generate_answers(model_dir, items, cfg, device=device)
     check_rows(model, len(items), len(answers), 0)

@@ -66,7 +66,7 @@ class TrainConfig:
     checkpoint_every_steps: int  # resumable state every N optimizer steps (0: never)
     fsdp: bool  # shard with FSDP2 under a multi-process launch (false: DDP)
     lora: dict | None  # student.train.lora (None or enabled: false - full fine-tuning)
-    cpu_bf16: bool = False  # bf16 autocast on a CPU with native bf16 too (AVX512-BF16/AMX); see the schema
+    cpu_bf16: bool  # bf16 autocast on a CPU with native bf16 too (AVX512-BF16/AMX); see the schema
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -372,7 +372,7 @@ def save(model, tokenizer, run: Setup, init_dir, out_dir, lora, summary: dict, s
     return summary
 
 
-def train(init_dir, examples: list[dict], out_dir, cfg: TrainConfig, state_dir=None, device: str = "auto",
+def train(init_dir, examples: list[dict], out_dir, cfg: TrainConfig, state_dir=None, *, device: str,
           log_every: int = 10) -> dict:
     """Fine-tune the student in init_dir on `examples` (schema `answer`) into out_dir; returns the training log."""
     t0 = time.time()
