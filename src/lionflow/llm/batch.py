@@ -6,7 +6,7 @@ uploaded and submitted; the batch id is persisted the moment the batch exists, i
 finds that file and polls the same batch instead of submitting (and paying for) a new one.
 Results land in the same response cache as online answers, booked at `batch_discount`.
 The window where a crash costs a resubmission is between the create call returning and the
-id reaching the disk (one write). The batch holds claims on its requests (lionflow.llm.shared)
+id reaching the disk (one write). The batch holds claims on its requests (lionflow.llm.claims)
 until it is done, so other jobs wait for its answers instead of paying for them; requests
 another live job holds are left out of the batch and their answers waited for. Claims of a
 dead holder are taken over first (within llm.lease_s), so that a rerun after a crash asks for
@@ -24,7 +24,7 @@ import openai
 
 from ..artifacts import atomic_write
 from .bookkeeping import Books, Completion, LLMFailure
-from .shared import POLL_S, Claims
+from .claims import POLL_S, Claims
 
 log = logging.getLogger(__name__)
 DONE = ("completed", "failed", "expired", "cancelled")

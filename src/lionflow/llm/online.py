@@ -5,7 +5,7 @@ is reached in-process through the transport given by whoever builds the client f
 (lionflow.smk.llm_for; no network, no key): this package knows no server of its own. For each request,
 in order: the persistent ResponseCache (a hit costs nothing); identical requests in flight at
 once are sent once; a claim on the request's cache key, so that an identical request is sent
-once for the whole run, whatever other jobs ask at the same time (lionflow.llm.shared: a job
+once for the whole run, whatever other jobs ask at the same time (lionflow.llm.claims: a job
 that finds a key claimed waits for the other job's answer and reads it from the cache); at
 most `max_concurrency` in flight per endpoint; the endpoint's RPM/TPM token buckets, shared
 with the other jobs sending to it; the budget (`Ledger`, for the run); the call, retried by tenacity on transient errors
@@ -32,10 +32,11 @@ from tqdm import tqdm
 
 from .bookkeeping import Books, Completion, LLMFailure, Stats, describe_request
 from .breaker import Breaker
+from .claims import POLL_S, Claims
 from .config import BUILTIN_SCHEME, Endpoint
 from .ledger import BudgetExceeded
 from .limiter import EndpointLimiter
-from .shared import POLL_S, Claims, SharedShare, endpoint_key
+from .rate_share import RateShare, endpoint_key
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ class OnlineSender:
         ep = self.role.endpoint
         share = None
         if ep.rpm or ep.tpm:
-            share = SharedShare(self.cache.dir, endpoint_key(ep.base_url, ep.name), books.presence)
+            share = RateShare(self.cache.dir, endpoint_key(ep.base_url, ep.name), books.presence)
         self.limiter = EndpointLimiter(ep.rpm, ep.tpm, share=share)
 
     def complete(self, requests, desc: str, ids=None, check=None) -> list[Completion | LLMFailure]:
