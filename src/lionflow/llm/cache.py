@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from ..artifacts import AtomicFile
-from .partfiles import PartFile, part_writer, process_id
+from .partfiles import PartFile, part_name, part_writer, process_id
 from .presence import writer_gone
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class ResponseCache:
             raise CacheUnwritable(e.errno or errno.EIO, f"the LLM response cache {self.dir} (llm.cache_dir) cannot be "
                                   f"written ({e.strerror or e}); nothing was sent, since an answer that cannot be "
                                   "stored would be paid for again") from None
-        self.part_name = f"part-{process_id()}.jsonl"
+        self.part_name = part_name(process_id())
         self._dir = str(self.dir)
         self._part = f"{self._dir}/{self.part_name}"
         self._index: dict[str, int] | None = None  # key -> part number << 64 | offset << 24 | length

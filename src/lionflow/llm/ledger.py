@@ -26,7 +26,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .partfiles import PartFile, part_writer, process_id, read_small
+from .partfiles import PartFile, part_name, part_writer, process_id, read_small
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class Ledger:
         self.identities: dict[str, set[tuple[str, str | None]]] = {}   # model -> (served model, fingerprint)
         self._offsets: dict[Path, int] = {}
         self._read_at = -1e9
-        self._own = self.dir / f"part-{self.id}-{uuid.uuid4().hex[:6]}.jsonl"
+        self._own = self.dir / part_name(self.id, uuid.uuid4().hex[:6])
         self._part = PartFile(self._own)
         # allowance log
         self._log = self.dir / "allowance"
@@ -83,7 +83,7 @@ class Ledger:
                     f.seek(self._offsets.get(part, 0))
                     data = f.read()
                 end = data.rfind(b"\n") + 1   # a torn tail line is read once it is complete
-                holder = part_writer(part.name).rsplit("-", 1)[0]   # part-<process id>-<random>.jsonl
+                holder = part_writer(part.name, tagged=True)
                 for line in data[:end].splitlines():
                     try:
                         entry = json.loads(line)

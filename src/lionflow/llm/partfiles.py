@@ -45,33 +45,38 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def part_writer(name: str, prefix: str = "part-", suffix: str = ".jsonl") -> str:
-    """What a part file name says about its writer: `part-<writer>.jsonl` -> `<writer>`."""
-    return name[len(prefix):-len(suffix)]
+def part_name(writer: str, tag: str = "") -> str:
+    """The name of a writer's part file: part-<process id>.jsonl, or part-<process id>-<tag>.jsonl."""
+    return f"part-{writer}-{tag}.jsonl" if tag else f"part-{writer}.jsonl"
+
+
+def part_writer(name: str, tagged: bool = False) -> str:
+    """The process id in a part file's name (tagged: the name ends in -<tag>, as `part_name` with a tag)."""
+    writer = name[len("part-"):-len(".jsonl")]
+    return writer.rsplit("-", 1)[0] if tagged else writer
+
+
+def _open_and(path: str | os.PathLike, use):
+    """use(fd) of the file opened for reading (on NFS the open revalidates its cached attributes), or None
+    when it does not exist."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        return use(fd)
+    finally:
+        os.close(fd)
 
 
 def read_small(path: str | os.PathLike) -> bytes | None:
-    """The content of a small file, or None when it does not exist (an open revalidates it on NFS)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    try:
-        return os.read(fd, 65536)
-    finally:
-        os.close(fd)
+    """The content of a small file, or None when it does not exist."""
+    return _open_and(path, lambda fd: os.read(fd, 65536))
 
 
 def mtime_ns(path: str | os.PathLike) -> int | None:
-    """A file's mtime, or None when it does not exist (open, then fstat: on NFS the open revalidates)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    try:
-        return os.fstat(fd).st_mtime_ns
-    finally:
-        os.close(fd)
+    """A file's mtime, or None when it does not exist."""
+    return _open_and(path, lambda fd: os.fstat(fd).st_mtime_ns)
 
 
 class PartFile:

@@ -28,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-from .partfiles import HOST, mtime_ns, parse_process_id, pid_alive, process_id
+from .partfiles import HOST, mtime_ns, parse_process_id, part_name, pid_alive, process_id
 
 
 def presence_file(holder: str, n: int = 0) -> str:
@@ -111,7 +111,7 @@ class Presence:
         self.lease_s = lease_s
         self.id = process_id()
         self.pid = os.getpid()
-        self.part_name = f"part-{self.id}.jsonl"
+        self.part_name = part_name(self.id)
         (self.root / "live").mkdir(parents=True, exist_ok=True)
         self.files: list[Path] = []
         self.closed = False
