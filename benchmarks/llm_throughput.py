@@ -199,7 +199,8 @@ def shared_worker(workdir: str, url: str, name: str) -> None:
 def machinery_cost(n: int = 2000) -> dict:
     """Microseconds per request of the cross-process machinery on this filesystem (tmp dir), next to
     the single-process path it adds to (an append to a kept-open file)."""
-    from lionflow.llm.shared import Claims, Presence
+    from lionflow.llm.claims import Claims
+    from lionflow.llm.presence import Presence
     with tempfile.TemporaryDirectory() as d:
         keys = [f"{i:064x}" for i in range(n)]
         cache = ResponseCache(os.path.join(d, "cache"))

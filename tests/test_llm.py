@@ -55,7 +55,7 @@ def test_cache_survives_a_torn_line(tmp_path):
 
 def _dead_writers_part(directory, records: list[bytes]) -> "os.PathLike":
     """A part file as a process that has exited left it (pid 2**22 + 1 is never alive)."""
-    from lionflow.llm.shared import HOST
+    from lionflow.llm.partfiles import HOST
 
     part = directory / f"part-{HOST}-{2**22 + 1}-deadbeef.jsonl"
     part.write_bytes(b"".join(records))

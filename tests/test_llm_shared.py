@@ -191,7 +191,7 @@ def test_one_budget_for_all_jobs(tmp_path):
 def test_a_dead_holder_on_another_node_loses_its_claim_after_the_lease(tmp_path):
     """A claim by a process on another host (its heartbeat stopped) is taken over after lease_s;
     while its heartbeat goes on, its answer is read from its part file instead of paid for."""
-    from lionflow.llm.shared import Presence
+    from lionflow.llm.presence import Presence
     LEASE_S = 2.0                         # (holder 1 beats every 0.05 s: a loaded machine must not stall it that long)
     with TestServer(ServerConfig()) as server:
         role = _role(server.url, tmp_path, lease_s=LEASE_S)

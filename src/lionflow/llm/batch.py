@@ -6,8 +6,8 @@ uploaded and submitted; the batch id is persisted the moment the batch exists, i
 finds that file and polls the same batch instead of submitting (and paying for) a new one.
 Results land in the same response cache as online answers, booked at `batch_discount`.
 The window where a crash costs a resubmission is between the create call returning and the
-id reaching the disk (one write). The batch holds claims on its requests (lionflow.llm.shared)
-until it is done, so other jobs wait for its answers instead of paying for them; requests
+id reaching the disk (one write). The batch holds claims on its requests (lionflow.llm.pipeline,
+lionflow.llm.claims) until it is done, so other jobs wait for its answers instead of paying for them; requests
 another live job holds are left out of the batch and their answers waited for. Claims of a
 dead holder are taken over first (within llm.lease_s), so that a rerun after a crash asks for
 the same set and finds its batch again.
@@ -24,55 +24,11 @@ import openai
 
 from ..artifacts import atomic_write
 from .bookkeeping import Books, Completion, LLMFailure
-from .shared import POLL_S, Claims
+from .claims import POLL_S
+from .pipeline import Dispatch, Request
 
 log = logging.getLogger(__name__)
 DONE = ("completed", "failed", "expired", "cancelled")
-
-
-def _claim_all(books: Books, claims, keys: list[str], resolve) -> tuple[dict[str, int], dict[str, dict]]:
-    """Claim every key: (key -> generation of ours, key -> the live job holding it). A key whose
-    holder looks alive is watched for up to lease_s (a dead holder's heartbeat stops) first."""
-    mine, held = {}, {}
-    for key in keys:
-        state, info = claims.claim(key)
-        if state == "mine":
-            mine[key] = info
-        elif state == "cached":
-            resolve(key, books.cache.get(key))
-        else:
-            held[key] = info
-    deadline = time.monotonic() + books.role.lease_s + 1.0
-    while held and time.monotonic() < deadline:
-        time.sleep(min(1.0, books.role.lease_s / 4))
-        for key in list(held):
-            state, info = claims.claim(key)
-            if state == "held":
-                held[key] = info
-                continue
-            del held[key]
-            if state == "mine":
-                mine[key] = info
-            else:
-                resolve(key, books.cache.get(key))
-    return mine, held
-
-
-def _wait_for(books: Books, claims, held: dict[str, dict], resolve) -> list[str]:
-    """Wait for the answers of the jobs holding `held`; returns the keys given up unanswered."""
-    given_up = []
-    while held:
-        time.sleep(max(POLL_S, 1.0))
-        books.cache.refresh(also={info["part"] for info in held.values()}, listing=False)
-        released = set(books.cache.take_released())
-        for key, info in list(held.items()):
-            if books.cache.get(key) is not None:
-                del held[key]
-                resolve(key, books.cache.get(key))
-            elif key in released or not books.presence.alive(info):
-                del held[key]
-                given_up.append(key)
-    return given_up
 
 
 class BatchSender:
@@ -91,58 +47,42 @@ def _complete_in_batch(books: Books, requests, desc: str, ids=None) -> list[Comp
         raise ValueError(f"llm.{role.name}.mode: batch needs an endpoint with the Batch API; "
                          f"{ep.name} is served in-process (use online mode, or a server with the Batch API)")
     started = time.monotonic()
-    results: list = [None] * len(requests)
-    pending: dict[str, dict] = {}          # key -> request body
-    where: dict[str, list[int]] = {}
-    for i, (messages, extra) in enumerate(requests):
-        books.stats.requests += 1
-        params = books.params(extra)
-        key = books.key(messages, params)
-        hit = books.from_cache(key) if key not in where else None
-        if hit is not None:
-            results[i] = hit
-            continue
-        where.setdefault(key, []).append(i)
-        extra_body = params.get("extra_body") or {}   # server-only parameters travel in the body itself
-        pending[key] = {"model": role.model, "messages": messages,
-                        **{k: v for k, v in params.items() if k != "extra_body"}, **extra_body}
-    if not pending:
-        return results
-
-    claims = Claims(books.cache, books.presence)
-
-    def resolve(key, entry):
-        books.stats.cache_hits += len(where[key])
-        books.stats.shared += 1
-        for i in where.pop(key):
-            results[i] = books.hit(entry)
-        pending.pop(key, None)
-
-    mine, held = _claim_all(books, claims, list(pending), resolve)
-    for key in held:
-        pending.pop(key)
+    call = Dispatch(books, requests, ids)
+    keys = list(call.misses())
+    if not keys:
+        return call.results
     try:
+        for key in keys:
+            call.claim(key)
+        # A key whose holder looks alive is watched for up to lease_s (a dead holder's heartbeat stops) first.
+        call.take_over_dead(within_s=role.lease_s + 1.0, every_s=min(1.0, role.lease_s / 4))
+        pending = {key: _body(role.model, call.bodies[key]) for key in keys if key in call.mine}
         if pending:
             try:
-                _run_batch(books, pending, where, results, desc, started)
+                _run_batch(books, call, pending, desc)
             except (openai.OpenAIError, RuntimeError) as e:
                 raise RuntimeError(f"{role.where()}: batch mode: {e}") from e
-        for key in _wait_for(books, claims, held, resolve):
-            for i in where[key]:
-                results[i] = LLMFailure(f"{role.where()}: request {key[:12]}"
-                                        + (f" for {ids[where[key][0]]}" if ids else "")
-                                        + " was held by another job that stopped without an answer; a rerun "
-                                        "sends it", "held elsewhere")
-        books.stats.failures += sum(isinstance(r, LLMFailure) for r in results)
-        return results
+        for key in call.wait_held(every_s=max(POLL_S, 1.0)):
+            rid = call.bodies[key].rid
+            call.resolve(key, LLMFailure(f"{role.where()}: request {key[:12]}" + (f" for {rid}" if ids else "")
+                                         + " was held by another job that stopped without an answer; a rerun "
+                                         "sends it", "held elsewhere"))
+        books.stats.failures += sum(isinstance(r, LLMFailure) for r in call.results)
+        return call.results
     finally:
-        for key, gen in mine.items():
-            claims.release(key, gen, answered=key in books.cache)
+        call.release_all()
         books.close()
         books.stats.wall_s += time.monotonic() - started
 
 
-def _run_batch(books: Books, pending, where, results, desc, started) -> None:
+def _body(model: str, request: Request) -> dict:
+    """A request as the Batch API takes it; server-only parameters (extra_body) travel in the body itself."""
+    extra_body = request.params.get("extra_body") or {}
+    return {"model": model, "messages": request.messages,
+            **{k: v for k, v in request.params.items() if k != "extra_body"}, **extra_body}
+
+
+def _run_batch(books: Books, call: Dispatch, pending: dict[str, dict], desc: str) -> None:
     role, ep = books.role, books.role.endpoint
     state_dir = books.cache.dir / "batches"
     state_dir.mkdir(exist_ok=True)
@@ -198,13 +138,10 @@ def _run_batch(books: Books, pending, where, results, desc, started) -> None:
                     result = LLMFailure(f"{role.where()}: batch {batch_id} request {key[:12]}: HTTP "
                                         f"{response.get('status_code')} "
                                         f"{error.get('message', error)}", f"batch HTTP {response.get('status_code')}")
-                for i in where[key]:
-                    results[i] = result
+                call.resolve(key, result)
         for key in set(pending) - answered:
-            for i in where[key]:
-                results[i] = LLMFailure(f"{role.where()}: batch {batch_id} ended {batch.status} without request "
-                                        f"{key[:12]}",
-                                        f"batch {batch.status}")
+            call.resolve(key, LLMFailure(f"{role.where()}: batch {batch_id} ended {batch.status} without request "
+                                         f"{key[:12]}", f"batch {batch.status}"))
         state_path.unlink(missing_ok=True)   # done: a later run with these requests hits the cache
     finally:
         client.close()

@@ -18,7 +18,7 @@ from .cache import ResponseCache, request_key
 from .config import Role
 from .ledger import Ledger
 from .limiter import estimate_prompt_tokens
-from .shared import Presence, holder_info
+from .presence import Presence, holder_info
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ shared filesystems such as NFS handle badly). A torn last line of a killed write
 reading; any other line that is not a whole record (a damaged disk block, a file edited by hand,
 bytes that are not UTF-8) is reported with its path and line (`damaged`, a warning in the job's
 log): its request will be paid again, and the user is told so. `refresh()` reads what other processes appended since the last read, so a job sees
-answers another job paid for while it runs (see lionflow.llm.shared). Besides answers, a part
+answers another job paid for while it runs (see lionflow.llm.claims). Besides answers, a part
 may hold release records (`{"key": ..., "released": true}`): a process gave up a claim unanswered.
 """
 
@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 
 from ..artifacts import AtomicFile
-from .shared import HOST, _pid_alive, process_id
+from .partfiles import PartFile, part_name, part_writer, process_id
+from .presence import writer_gone
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ class ResponseCache:
             raise CacheUnwritable(e.errno or errno.EIO, f"the LLM response cache {self.dir} (llm.cache_dir) cannot be "
                                   f"written ({e.strerror or e}); nothing was sent, since an answer that cannot be "
                                   "stored would be paid for again") from None
-        self.part_name = f"part-{process_id()}.jsonl"
+        self.part_name = part_name(process_id())
         self._dir = str(self.dir)
         self._part = f"{self._dir}/{self.part_name}"
         self._index: dict[str, int] | None = None  # key -> part number << 64 | offset << 24 | length
@@ -118,7 +119,7 @@ class ResponseCache:
         self._collect_damage: list = []
         self._collect_failed = False
         self._wrote = False
-        self._repaired = False
+        self._own = PartFile(self._part)
 
     def _load(self) -> dict[str, int]:
         if self._index is None:
@@ -327,13 +328,7 @@ class ResponseCache:
                         path, lineno, reason)
 
     def _writer_gone(self, name: str) -> bool:
-        writer = name[len("part-"):-len(".jsonl")]
-        try:
-            host, pid, _ = writer.rsplit("-", 2)
-            pid = int(pid)
-        except ValueError:
-            return False
-        return (not _pid_alive(pid)) if host == HOST else not (self.dir / "live" / f"{writer}.0").exists()
+        return writer_gone(self.dir, part_writer(name))
 
     def _check_finished(self, name: str) -> None:
         now = time.monotonic()
@@ -352,23 +347,10 @@ class ResponseCache:
                                   f"{self._part} ({e.strerror or e}); the stage stops before paying for more") from None
 
     def _write(self, line: str) -> None:
-        fd = os.open(self._part, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            if not self._repaired:        # a torn line left by a killed writer must not swallow ours
-                self._repaired = True
-                size = os.fstat(fd).st_size
-                if size and os.pread(fd, 1, size - 1) != b"\n":
-                    line = "\n" + line
-            os.write(fd, line.encode("utf-8"))
-        finally:
-            os.close(fd)                  # close-to-open: visible to other NFS clients that open it next
+        self._own.append(line.encode("utf-8"))
         self._wrote = True
 
     def close(self) -> None:
         if self._wrote:
             self._wrote = False
-            fd = os.open(self._part, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            self._own.sync()

@@ -2,7 +2,8 @@
 
 The role's configuration (lionflow.llm.config) says how its requests go: online (lionflow.llm.online:
 every call through the real `openai` client, claims, limits, retries, budget), through the Batch API
-(lionflow.llm.batch), or, with `llm.offline: true`, not at all. All three share one bookkeeping
+(lionflow.llm.batch), or, with `llm.offline: true`, not at all. All three share one request pipeline
+(lionflow.llm.pipeline: count, cache key, cache, de-duplication, claims) and one bookkeeping
 (lionflow.llm.bookkeeping: the response cache, the stats, the run's ledger). A request that still
 fails becomes an `LLMFailure` value naming the role, the endpoint and the request: the stage decides
 (`lionflow.failures`), and nothing placeholder-like is ever returned as text.
@@ -26,6 +27,7 @@ from .bookkeeping import Books, Completion, LLMFailure, OfflineMiss, Stats, desc
 from .cache import ResponseCache
 from .config import Role
 from .online import OnlineSender
+from .pipeline import Dispatch
 
 
 class Sender(Protocol):
@@ -43,20 +45,16 @@ class CacheOnly:
 
     def complete(self, requests, desc: str, ids=None, check=None) -> list[Completion]:
         books, started = self.books, time.monotonic()
-        results = []
-        for i, (messages, extra) in enumerate(requests):
-            books.stats.requests += 1
-            key = books.key(messages, books.params(extra))
-            hit = books.from_cache(key)
-            if hit is None:
-                rid = ids[i] if ids else f"#{i} of this call"
-                raise OfflineMiss(
-                    f"llm.offline is true and the {books.role.name} request for instruction {rid} is not in the "
-                    f"cache {books.cache.dir} (cache key {key}; {describe_request(key, messages)}). Nothing was "
-                    "sent; set llm.offline: false to pay for the requests missing.")
-            results.append(hit)
+        call = Dispatch(books, requests, ids)
+        for key in call.misses():
+            request = call.bodies[key]
+            rid = request.rid if ids else f"#{request.index} of this call"
+            raise OfflineMiss(
+                f"llm.offline is true and the {books.role.name} request for instruction {rid} is not in the "
+                f"cache {books.cache.dir} (cache key {key}; {describe_request(key, request.messages)}). Nothing was "
+                "sent; set llm.offline: false to pay for the requests missing.")
         books.stats.wall_s += time.monotonic() - started
-        return results
+        return call.results
 
 
 @dataclass

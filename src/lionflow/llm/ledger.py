@@ -26,7 +26,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .shared import process_id, read_small
+from .partfiles import PartFile, part_name, part_writer, process_id, read_small
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,8 @@ class Ledger:
         self.identities: dict[str, set[tuple[str, str | None]]] = {}   # model -> (served model, fingerprint)
         self._offsets: dict[Path, int] = {}
         self._read_at = -1e9
-        self._own = self.dir / f"part-{self.id}-{uuid.uuid4().hex[:6]}.jsonl"
-        self._repaired = False
+        self._own = self.dir / part_name(self.id, uuid.uuid4().hex[:6])
+        self._part = PartFile(self._own)
         # allowance log
         self._log = self.dir / "allowance"
         self._next = 0                # first entry not read yet
@@ -83,7 +83,7 @@ class Ledger:
                     f.seek(self._offsets.get(part, 0))
                     data = f.read()
                 end = data.rfind(b"\n") + 1   # a torn tail line is read once it is complete
-                holder = part.name[len("part-"):-len(".jsonl")].rsplit("-", 1)[0]
+                holder = part_writer(part.name, tagged=True)
                 for line in data[:end].splitlines():
                     try:
                         entry = json.loads(line)
@@ -109,17 +109,7 @@ class Ledger:
                  "completion_tokens": completion_tokens, "cost_usd": cost_usd, "t": time.time()}
         if served_model is not None:
             entry.update(endpoint=endpoint, served_model=served_model, system_fingerprint=system_fingerprint)
-        line = json.dumps(entry) + "\n"
-        fd = os.open(self._own, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            if not self._repaired:
-                self._repaired = True
-                size = os.fstat(fd).st_size
-                if size and os.pread(fd, 1, size - 1) != b"\n":
-                    line = "\n" + line
-            os.write(fd, line.encode())
-        finally:
-            os.close(fd)
+        self._part.append((json.dumps(entry) + "\n").encode())
         self._mine += cost_usd
         self._note(entry)
 

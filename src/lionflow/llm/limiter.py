@@ -7,7 +7,7 @@ provider's (which typically enforces per-minute limits over about a second) so t
 jitter never tips the provider into 429s. A 429's Retry-After pauses every request of the
 endpoint, not only the one that was told.
 
-The limits are the endpoint's, for the whole run: with a `SharedShare` (lionflow.llm.shared)
+The limits are the endpoint's, for the whole run: with a `RateShare` (lionflow.llm.rate_share)
 each job's buckets run at 1/N of them, N = the jobs sending to the endpoint now (re-counted
 every REFRESH_S), and a Retry-After pauses every job.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from .shared import REFRESH_S, SharedShare
+from .rate_share import REFRESH_S, RateShare
 
 
 def estimate_prompt_tokens(messages: list[dict]) -> int:
@@ -82,11 +82,11 @@ class TokenBucket:
 class EndpointLimiter:
     """RPM and TPM buckets of one endpoint (either may be absent), and a pause after a 429.
 
-    With `share`, the buckets hold this job's share of the endpoint's limits (see SharedShare).
+    With `share`, the buckets hold this job's share of the endpoint's limits (see RateShare).
     """
 
     def __init__(self, rpm: float | None = None, tpm: float | None = None, burst_s: float = 0.5,
-                 share: SharedShare | None = None):
+                 share: RateShare | None = None):
         self.rpm, self.tpm = rpm, tpm
         self.requests = TokenBucket(rpm, burst_s) if rpm else None
         self.tokens = TokenBucket(tpm, burst_s) if tpm else None

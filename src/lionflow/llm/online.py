@@ -3,11 +3,11 @@
 Every call goes through the real `openai` client. A `builtin://` endpoint (the embedded oracle)
 is reached in-process through the transport given by whoever builds the client from config
 (lionflow.smk.llm_for; no network, no key): this package knows no server of its own. For each request,
-in order: the persistent ResponseCache (a hit costs nothing); identical requests in flight at
-once are sent once; a claim on the request's cache key, so that an identical request is sent
-once for the whole run, whatever other jobs ask at the same time (lionflow.llm.shared: a job
-that finds a key claimed waits for the other job's answer and reads it from the cache); at
-most `max_concurrency` in flight per endpoint; the endpoint's RPM/TPM token buckets, shared
+in order: the request pipeline (lionflow.llm.pipeline: the persistent ResponseCache, a hit costs
+nothing; identical requests in flight at once are sent once; a claim on the request's cache key,
+so that an identical request is sent once for the whole run, whatever other jobs ask at the same
+time: a job that finds a key claimed waits for the other job's answer and reads it from the
+cache); at most `max_concurrency` in flight per endpoint; the endpoint's RPM/TPM token buckets, shared
 with the other jobs sending to it; the budget (`Ledger`, for the run); the call, retried by tenacity on transient errors
 (408/409/429/5xx, timeouts, connection errors, replies that are not a chat completion: a body that
 is not JSON, an HTML page, JSON without `choices`) with exponential backoff and full jitter, or
@@ -35,7 +35,8 @@ from .breaker import Breaker
 from .config import BUILTIN_SCHEME, Endpoint
 from .ledger import BudgetExceeded
 from .limiter import EndpointLimiter
-from .shared import POLL_S, Claims, SharedShare, endpoint_key
+from .pipeline import Dispatch, Request
+from .rate_share import RateShare, endpoint_key
 
 log = logging.getLogger(__name__)
 
@@ -128,199 +129,174 @@ class _Progress:
 
 
 class OnlineSender:
-    """Sends a role's requests online: claims, limits, retries, budget; answers cached as they arrive."""
+    """Sends a role's requests online: limits, retries, budget; answers cached as they arrive."""
 
     def __init__(self, books: Books, transport=None):
         self.books, self.transport = books, transport
-        self.role, self.cache, self.stats, self.ledger = books.role, books.cache, books.stats, books.ledger
-        ep = self.role.endpoint
+        ep = books.role.endpoint
         share = None
         if ep.rpm or ep.tpm:
-            share = SharedShare(self.cache.dir, endpoint_key(ep.base_url, ep.name), books.presence)
+            share = RateShare(books.cache.dir, endpoint_key(ep.base_url, ep.name), books.presence)
         self.limiter = EndpointLimiter(ep.rpm, ep.tpm, share=share)
 
     def complete(self, requests, desc: str, ids=None, check=None) -> list[Completion | LLMFailure]:
-        return asyncio.run(self._complete_all(requests, desc, ids, check))
+        return asyncio.run(self._call(requests, desc, ids, check))
 
-    async def _complete_all(self, requests, desc, ids, check=None):
-        started = time.monotonic()
+    async def _call(self, requests, desc, ids, check):
+        return await _OnlineCall(self, requests, desc, ids, check).run()   # (made in the loop it runs in)
+
+
+class _OnlineCall:
+    """One call online: each key the dispatcher (lionflow.llm.pipeline) leaves to us sent as it comes,
+    at most 4 x max_concurrency of ours alive at once; everything given up together when the call
+    stops (the budget, a crash, the circuit breaker)."""
+
+    def __init__(self, sender: OnlineSender, requests, desc: str, ids, check):
+        self.sender, self.check = sender, check
+        self.books, self.limiter = sender.books, sender.limiter
+        self.role, self.stats, self.ledger = self.books.role, self.books.stats, self.books.ledger
         ep = self.role.endpoint
-        breaker = Breaker(self.role.where(), self.role.breaker_first_n, self.role.no_progress_s)
-        live: set[asyncio.Task] = set()                     # our sends not finished yet
-        claims = Claims(self.cache, self.books.presence)
-        client = None                                       # made at the first request we send
-        send_slots = asyncio.Semaphore(ep.max_concurrency)
-        window = asyncio.Semaphore(4 * ep.max_concurrency)  # our sends alive at once: memory does not grow
-        results: list = [None] * len(requests)
-        waiting: dict[str, list[int]] = {}                  # request key -> indices answered by its one call
-        bodies: dict[str, tuple] = {}                       # request key -> (messages, params, id)
-        gens: dict[str, int] = {}                           # request key -> generation of our claim on it
-        deferred: dict[str, dict] = {}                      # request key -> the other job holding its claim
-        stop: list[BudgetExceeded] = []
-        crashed: list[BaseException] = []
-        bar = _Progress(len(requests), desc, self.stats)
-        tasks = []
+        self.breaker = Breaker(self.role.where(), self.role.breaker_first_n, self.role.no_progress_s)
+        self.bar = _Progress(len(requests), desc, self.stats)
+        self.dispatch = Dispatch(self.books, requests, ids, answered=self.bar.update)
+        self.client = None                                       # made at the first request we send
+        self.send_slots = asyncio.Semaphore(ep.max_concurrency)
+        self.window = asyncio.Semaphore(4 * ep.max_concurrency)  # our sends alive at once: memory does not grow
+        self.live: set[asyncio.Task] = set()                     # our sends not finished yet
+        self.tasks: list[asyncio.Task] = []                      # our sends not gathered yet
+        self.stop: list[BudgetExceeded] = []
+        self.crashed: list[BaseException] = []
 
-        def resolve(key: str, result) -> None:
-            bodies.pop(key, None)
-            for i in waiting.pop(key):
-                results[i] = result
-                if result is not None:
-                    bar.update()
-
-        def open_circuit() -> None:
-            """The breaker opened: nothing more is sent, what is in flight is given up."""
-            for t in list(live):
-                if t is not asyncio.current_task():
-                    t.cancel()
-
-        async def watchdog() -> None:
-            while not breaker.tripped:
-                await asyncio.sleep(min(1.0, self.role.no_progress_s / 4))
-                if not live:
-                    breaker.last_progress = time.monotonic()   # nothing of ours in flight: not stalled
-                elif breaker.stalled():
-                    open_circuit()
-
-        def finished(key: str, task: asyncio.Task) -> None:
-            live.discard(task)
-            window.release()
-            result = None if task.cancelled() else (task.exception() or task.result())
-            if isinstance(result, BudgetExceeded):
-                stop.append(result)
-                result = None
-            elif isinstance(result, BaseException):
-                if result not in crashed:   # a bug or a cache that cannot be written, not a failed request: re-raised
-                    crashed.append(result)
-                result = None
-            gen = gens.pop(key, None)
-            if gen is not None:
-                try:
-                    claims.release(key, gen, answered=key in self.cache)
-                except OSError as e:     # an exception in a done-callback would be lost
-                    crashed.append(e)
-            resolve(key, result)
-
-        async def start(key: str) -> None:
-            """Claim the key and send it, or find its answer, or wait for the job that holds it."""
-            nonlocal client
-            await window.acquire()
-            state, info = claims.claim(key)
-            if state == "mine":
-                if stop or crashed or breaker.tripped:
-                    claims.release(key, info, answered=False)
-                    window.release()
-                    resolve(key, None)
-                    return
-                gens[key] = info
-                if client is None:
-                    try:
-                        client = make_client(ep, max_retries=0, transport=self.transport)   # we retry: every attempt passes the limiter
-                    except RuntimeError as e:
-                        crashed.append(RuntimeError(f"{self.role.where()}: {e}"))
-                        claims.release(key, gens.pop(key), answered=False)
-                        window.release()
-                        resolve(key, None)
-                        return
-                messages, params, rid = bodies[key]
-                if not live:
-                    breaker.last_progress = time.monotonic()
-                task = asyncio.ensure_future(self._send(client, send_slots, key, messages, params, rid, breaker,
-                                                        open_circuit, check, halt))
-                live.add(task)
-                task.add_done_callback(lambda t, key=key: finished(key, t))
-                tasks.append(task)
-                return
-            window.release()
-            if state == "cached":
-                self.stats.cache_hits += 1
-                self.stats.shared += 1
-                resolve(key, self.books.hit(self.cache.get(key)))
-            else:
-                deferred[key] = info
-
-        async def wait_for_others() -> None:
-            """Read the answers of the jobs holding our deferred keys; take over from a dead or released one."""
-            while deferred:
-                if not any(not t.done() for t in tasks):
-                    self.limiter.close()      # only waiting: our share of the endpoint's limits goes to the others
-                await asyncio.sleep(POLL_S)
-                self.cache.refresh(also={info["part"] for info in deferred.values()}, listing=False)
-                released = set(self.cache.take_released())
-                now, alive = time.monotonic(), {}
-                for key, info in list(deferred.items()):
-                    entry = self.cache.get(key)
-                    if entry is not None:
-                        del deferred[key]
-                        self.stats.cache_hits += 1
-                        self.stats.shared += 1
-                        resolve(key, self.books.hit(entry))
-                        continue
-                    holder = info["holder"]
-                    if holder not in alive:
-                        alive[holder] = self.books.presence.alive(info, now)
-                    if key in released or not alive[holder]:
-                        del deferred[key]
-                        if stop or crashed or breaker.tripped:
-                            resolve(key, None)
-                        else:
-                            await start(key)
-
-        def halt(e: BaseException | None = None) -> bool:
-            """Whether the call is stopping (nothing more is sent); e: a crash, recorded at once, so that no send
-            queued behind it goes out before its task's done-callback runs."""
-            if e is not None and e not in crashed:
-                crashed.append(e)
-            return bool(stop or crashed or breaker.tripped)
-
-        guard = asyncio.ensure_future(watchdog()) if self.role.no_progress_s else None
+    async def run(self) -> list[Completion | LLMFailure | None]:
+        started = time.monotonic()
+        guard = asyncio.ensure_future(self._watchdog()) if self.role.no_progress_s else None
         try:
-            for i, (messages, extra) in enumerate(requests):
-                self.stats.requests += 1
-                params = self.books.params(extra)
-                key = self.books.key(messages, params)
-                if key in waiting:  # identical requests at once are sent (or waited for) once
-                    waiting[key].append(i)
-                    continue
-                hit = self.books.from_cache(key)
-                if hit is not None:
-                    results[i] = hit
-                    bar.update()
-                    continue
-                if stop or crashed or breaker.tripped:
-                    continue
-                waiting[key] = [i]
-                bodies[key] = (messages, params, ids[i] if ids else None)
-                await start(key)
-            await wait_for_others()
-            while tasks:   # sends started by wait_for_others included
-                pending, tasks[:] = list(tasks), []
-                await asyncio.gather(*pending, return_exceptions=True)
-                await wait_for_others()
+            await self._send_all()
         finally:
             if guard is not None:
                 guard.cancel()
-            for key in list(gens):   # interrupted: what we hold goes back to the other jobs
-                claims.release(key, gens.pop(key), answered=key in self.cache)
-            bar.close()
-            if client is not None:
-                await client.close()
-            self.limiter.close()
-            self.books.close()
+            await self._close()
             self.stats.wall_s += time.monotonic() - started
-        if crashed:
-            raise crashed[0]
-        if breaker.tripped:
+        return self._outcome()
+
+    async def _send_all(self) -> None:
+        """Every key left to us claimed and sent (or left to the job holding it); then every send
+        finished, and every key another job held answered or taken over."""
+        for key in self.dispatch.misses():
+            if self.halt():
+                self.dispatch.resolve(key, None)
+            else:
+                await self._start(key)
+        await self._wait_for_others()
+        while self.tasks:   # sends started by _wait_for_others included
+            pending, self.tasks[:] = list(self.tasks), []
+            await asyncio.gather(*pending, return_exceptions=True)
+            await self._wait_for_others()
+
+    async def _start(self, key: str) -> None:
+        """Claim the key and send it, or find its answer, or leave it to the job that holds it."""
+        await self.window.acquire()
+        if self.dispatch.claim(key) != "mine":
+            self.window.release()
+            return
+        if self.halt() or self._client() is None:
+            self.dispatch.release(key, answered=False)
+            self.window.release()
+            self.dispatch.resolve(key, None)
+            return
+        if not self.live:
+            self.breaker.last_progress = time.monotonic()
+        task = asyncio.ensure_future(self._send(key, self.dispatch.bodies[key]))
+        self.live.add(task)
+        task.add_done_callback(lambda t, key=key: self._finished(key, t))
+        self.tasks.append(task)
+
+    def _client(self):
+        """The call's client, made at the first request we send (None: it cannot be; the call crashed)."""
+        if self.client is None:
+            try:   # we retry: every attempt passes the limiter
+                self.client = make_client(self.role.endpoint, max_retries=0, transport=self.sender.transport)
+            except RuntimeError as e:
+                self.crashed.append(RuntimeError(f"{self.role.where()}: {e}"))
+        return self.client
+
+    def _finished(self, key: str, task: asyncio.Task) -> None:
+        """A send's done-callback: its outcome kept, its claim released, its requests answered."""
+        self.live.discard(task)
+        self.window.release()
+        result = None if task.cancelled() else (task.exception() or task.result())
+        if isinstance(result, BudgetExceeded):
+            self.stop.append(result)
+            result = None
+        elif isinstance(result, BaseException):
+            if result not in self.crashed:   # a bug or a cache that cannot be written, not a failed request: re-raised
+                self.crashed.append(result)
+            result = None
+        try:
+            self.dispatch.release(key)
+        except OSError as e:     # an exception in a done-callback would be lost
+            self.crashed.append(e)
+        self.dispatch.resolve(key, result)
+
+    async def _wait_for_others(self) -> None:
+        """Read the answers of the jobs holding our keys; take over from a dead or released one."""
+        async for key in self.dispatch.freed(idle=self._idle):
+            if self.halt():
+                self.dispatch.resolve(key, None)
+            else:
+                await self._start(key)
+
+    def _idle(self) -> None:
+        if not any(not t.done() for t in self.tasks):
+            self.limiter.close()      # only waiting: our share of the endpoint's limits goes to the others
+
+    def halt(self, e: BaseException | None = None) -> bool:
+        """Whether the call is stopping (nothing more is sent); e: a crash, recorded at once, so that no send
+        queued behind it goes out before its task's done-callback runs."""
+        if e is not None and e not in self.crashed:
+            self.crashed.append(e)
+        return bool(self.stop or self.crashed or self.breaker.tripped)
+
+    def _open_circuit(self) -> None:
+        """The breaker opened: nothing more is sent, what is in flight is given up."""
+        for t in list(self.live):
+            if t is not asyncio.current_task():
+                t.cancel()
+
+    async def _watchdog(self) -> None:
+        breaker = self.breaker
+        while not breaker.tripped:
+            await asyncio.sleep(min(1.0, self.role.no_progress_s / 4))
+            if not self.live:
+                breaker.last_progress = time.monotonic()   # nothing of ours in flight: not stalled
+            elif breaker.stalled():
+                self._open_circuit()
+
+    async def _close(self) -> None:
+        self.dispatch.release_all()     # interrupted: what we hold goes back to the other jobs
+        self.bar.close()
+        if self.client is not None:
+            await self.client.close()
+        self.limiter.close()
+        self.books.close()
+
+    def _outcome(self) -> list[Completion | LLMFailure | None]:
+        """The answers in order, or the reason the call stopped."""
+        results, n = self.dispatch.results, len(self.dispatch.results)
+        if self.crashed:
+            raise self.crashed[0]
+        if self.breaker.tripped:
             unsent = sum(r is None for r in results)
-            raise type(breaker.tripped)(f"{breaker.tripped} ({unsent} of {len(requests)} requests not answered)")
-        if stop:
+            raise type(self.breaker.tripped)(f"{self.breaker.tripped} ({unsent} of {n} requests not answered)")
+        if self.stop:
             unsent = sum(r is None for r in results)
-            raise BudgetExceeded(f"{stop[0]} ({self.role.name}: {unsent} of {len(requests)} requests not sent)")
+            raise BudgetExceeded(f"{self.stop[0]} ({self.role.name}: {unsent} of {n} requests not sent)")
         return results
 
-    async def _send(self, client, send_slots, key, messages, params, rid=None, breaker=None, open_circuit=None,
-                    check=None, halt=None) -> Completion | LLMFailure | None:
-        prompt_est, completion_est, max_tokens = self.books.estimate(messages, params)
+    async def _send(self, key: str, request: Request) -> Completion | LLMFailure | None:
+        messages, params, rid = request.messages, request.params, request.rid
+        books, breaker, limiter = self.books, self.breaker, self.limiter
+        prompt_est, completion_est, max_tokens = books.estimate(messages, params)
         worst_usd = self.role.price.cost(prompt_est, max_tokens or completion_est)
         if self.ledger:
             self.ledger.reserve(worst_usd, self.role.name)   # raises BudgetExceeded before anything is sent
@@ -331,7 +307,7 @@ class OnlineSender:
             if after is None:
                 return _backoff(state)
             if isinstance(e, openai.RateLimitError):
-                self.limiter.pause(after)       # the whole endpoint backs off, not just this request
+                limiter.pause(after)       # the whole endpoint backs off, not just this request
             return after + _backoff(state)     # + full jitter growing per attempt: no thundering herd
 
         def count(state) -> None:
@@ -340,37 +316,37 @@ class OnlineSender:
         try:
             async for attempt in AsyncRetrying(stop=stop_after_attempt(self.role.endpoint.max_retries + 1),
                                                wait=wait, retry=retry_if_exception(
-                                                   lambda e: is_transient(e) and not (breaker and breaker.tripped)),
+                                                   lambda e: is_transient(e) and not breaker.tripped),
                                                before_sleep=count, reraise=True):
                 with attempt:
-                    async with send_slots:
-                        estimate = prompt_est + self.books.estimate(messages, params)[1]  # learns as answers arrive
-                        await self.limiter.acquire(estimate)
-                        if halt and halt():
-                            self.limiter.settle_tokens(estimate, 0)
+                    async with self.send_slots:
+                        estimate = prompt_est + books.estimate(messages, params)[1]  # learns as answers arrive
+                        await limiter.acquire(estimate)
+                        if self.halt():
+                            limiter.settle_tokens(estimate, 0)
                             return None      # the call is stopping: not sent (a rerun sends it)
                         try:
                             try:
-                                r = read_reply(await client.chat.completions.create(
+                                r = read_reply(await self.client.chat.completions.create(
                                     model=self.role.model, messages=messages, **params))
                             except json.JSONDecodeError as e:    # its .doc is the body
                                 raise UnreadableReply("not JSON", e.doc) from e
                         except Exception as e:
-                            self.limiter.settle_tokens(estimate, 0 if isinstance(e, openai.RateLimitError)
-                                                       else estimate)  # unknown: assume it counted
+                            limiter.settle_tokens(estimate, 0 if isinstance(e, openai.RateLimitError)
+                                                  else estimate)  # unknown: assume it counted
                             self.stats.rate_limited += isinstance(e, openai.RateLimitError)
-                            if (breaker and not isinstance(e, openai.RateLimitError)
+                            if (not isinstance(e, openai.RateLimitError)
                                     and isinstance(e, (openai.OpenAIError, UnreadableReply))
-                                    and breaker.failed(failure_kind(e), self.books.redact(
+                                    and breaker.failed(failure_kind(e), books.redact(
                                         e.body if isinstance(e, UnreadableReply) else str(e)))):
-                                open_circuit()
+                                self._open_circuit()
                             raise
         except Exception as e:
             if not isinstance(e, (openai.OpenAIError, UnreadableReply)):
                 raise
             self.stats.failures += 1
             kind = failure_kind(e)
-            error = self.books.redact(f"{self.role.where()}: {kind} after {attempt.retry_state.attempt_number} attempt(s) "
+            error = books.redact(f"{self.role.where()}: {kind} after {attempt.retry_state.attempt_number} attempt(s) "
                                  f"on {describe_request(key, messages, rid)}: {e}")
             if not is_transient(e):
                 log.error("not retried: %s", error)
@@ -381,25 +357,23 @@ class OnlineSender:
         choice = r.choices[0]
         usage = {"prompt_tokens": r.usage.prompt_tokens, "completion_tokens": r.usage.completion_tokens} \
             if r.usage else {}
-        self.limiter.settle_tokens(estimate, usage.get("prompt_tokens", prompt_est) + usage.get("completion_tokens", 0))
+        limiter.settle_tokens(estimate, usage.get("prompt_tokens", prompt_est) + usage.get("completion_tokens", 0))
         served, fingerprint = r.model or self.role.model, getattr(r, "system_fingerprint", None)
-        self.books.book(usage, served_model=served, system_fingerprint=fingerprint)
+        books.book(usage, served_model=served, system_fingerprint=fingerprint)
         if choice.message.content is None:
             self.stats.failures += 1
-            if breaker and breaker.failed("empty message", f"finish_reason={choice.finish_reason}"):
-                open_circuit()
+            if breaker.failed("empty message", f"finish_reason={choice.finish_reason}"):
+                self._open_circuit()
             return LLMFailure(f"{self.role.where()}: empty message (finish_reason={choice.finish_reason}) on "
                               f"{describe_request(key, messages, rid)}", "empty message")
         try:
-            completion = self.books.store(key, choice.message.content, choice.finish_reason, usage, served, fingerprint)
+            completion = books.store(key, choice.message.content, choice.finish_reason, usage, served, fingerprint)
         except Exception as e:
-            if halt:
-                halt(e)
+            self.halt(e)
             raise
-        problem = check(completion) if check else None
-        if breaker:
-            if problem is None:
-                breaker.answered()
-            elif breaker.failed(problem, completion.content or f"(no text; finish_reason={completion.finish_reason})"):
-                open_circuit()
+        problem = self.check(completion) if self.check else None
+        if problem is None:
+            breaker.answered()
+        elif breaker.failed(problem, completion.content or f"(no text; finish_reason={completion.finish_reason})"):
+            self._open_circuit()
         return completion
