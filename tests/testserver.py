@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from lionflow.oracle.app import _BadRequest, _completion, _error
+from lionflow.oracle.app import BadRequest, completion, error_body
 
 FAULT_KINDS = ("429", "500", "503", "timeout", "malformed_json", "truncated", "drop", "html", "no_choices")
 
@@ -158,31 +158,31 @@ class _Server:
         log = dict(path="/v1/chat/completions", key=key, retry_count=int(retry) if retry.isdigit() else 0)
         if not self._authorized(request):
             self.record(**log, outcome="unauthorized", status=401)
-            return _json(*_error(401, "invalid API key", "authentication_error"))
+            return _json(*error_body(401, "invalid API key", "authentication_error"))
         try:
             req = json.loads(body or b"null")
             if isinstance(req, dict):
                 log["fields"] = sorted(req)      # the request's parameters, as the server received them
             reply = self._reply(req)
-        except (json.JSONDecodeError, UnicodeDecodeError, _BadRequest) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, BadRequest) as e:
             self.record(**log, outcome="bad_request", status=400)
-            return _json(*_error(400, str(e) if isinstance(e, _BadRequest) else "malformed JSON body"))
+            return _json(*error_body(400, str(e) if isinstance(e, BadRequest) else "malformed JSON body"))
         except _UnknownModel as e:
             self.record(**log, outcome="unknown_model", status=404)
-            return _json(*_error(404, f"The model `{e}` does not exist or you do not have access to it.",
+            return _json(*error_body(404, f"The model `{e}` does not exist or you do not have access to it.",
                                  "invalid_request_error"))
         tokens = reply["usage"]["total_tokens"]
         for bucket, what in ((self.rpm, "requests"), (self.tpm, "tokens")):
             wait = bucket.take(1 if what == "requests" else tokens) if bucket else 0.0
             if wait:
                 self.record(**log, outcome="rate_limited", status=429, limit=what, retry_after_s=wait)
-                status, payload = _error(429, f"Rate limit reached for {what} per minute", what)
+                status, payload = error_body(429, f"Rate limit reached for {what} per minute", what)
                 return _json(status, payload, {"retry-after": str(math.ceil(wait)),
                                                "retry-after-ms": str(int(wait * 1000) + 1)})
         fault = self._pick_fault(key)
         if fault in ("429", "500", "503"):
             self.record(**log, outcome=f"fault:{fault}", status=int(fault))
-            return _json(*_error(int(fault), f"injected fault {fault}", "server_error"),
+            return _json(*error_body(int(fault), f"injected fault {fault}", "server_error"),
                          {"retry-after-ms": "50"} if fault == "429" else None)
         if self.slots:
             async with self.slots:
@@ -193,7 +193,7 @@ class _Server:
         c = self.config
         if c.models is not None and isinstance(req, dict) and req.get("model") not in c.models:
             raise _UnknownModel(req.get("model"))
-        reply = _completion(req)
+        reply = completion(req)
         if c.served_model:
             reply["model"] = c.served_model
         if c.system_fingerprint is not None:
@@ -271,7 +271,7 @@ class _Server:
     # ------------------------------------------------------------------ Batch API
     async def upload_file(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
-            return _json(*_error(401, "invalid API key", "authentication_error"))
+            return _json(*error_body(401, "invalid API key", "authentication_error"))
         form = await request.post()
         upload = form.get("file")
         content = upload.file.read() if hasattr(upload, "file") else str(upload or "").encode()
@@ -288,18 +288,18 @@ class _Server:
     async def file_content(self, request: web.Request) -> web.Response:
         file_id = request.match_info["file_id"]
         if file_id not in self.files:
-            return _json(*_error(404, f"no file {file_id}", "not_found_error"))
+            return _json(*error_body(404, f"no file {file_id}", "not_found_error"))
         return web.Response(body=self.files[file_id]["content"], content_type="application/octet-stream")
 
     async def create_batch(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
-            return _json(*_error(401, "invalid API key", "authentication_error"))
+            return _json(*error_body(401, "invalid API key", "authentication_error"))
         spec = await request.json()
         file_id = spec.get("input_file_id")
         if file_id not in self.files:
-            return _json(*_error(400, f"input_file_id {file_id!r} is not an uploaded file"))
+            return _json(*error_body(400, f"input_file_id {file_id!r} is not an uploaded file"))
         if spec.get("endpoint") != "/v1/chat/completions":
-            return _json(*_error(400, "only endpoint /v1/chat/completions is supported"))
+            return _json(*error_body(400, "only endpoint /v1/chat/completions is supported"))
         batch_id = f"batch_{uuid.uuid4().hex[:16]}"
         lines = self.files[file_id]["content"].decode().splitlines()
         self.batches[batch_id] = {
@@ -328,9 +328,9 @@ class _Server:
             body = json.dumps(item["body"]).encode()
             try:
                 reply = self._reply(item["body"])
-            except (_BadRequest, _UnknownModel) as e:
+            except (BadRequest, _UnknownModel) as e:
                 errors.append({"id": f"batch_req_{uuid.uuid4().hex[:12]}", "custom_id": item["custom_id"],
-                               "response": {"status_code": 400, "body": _error(400, str(e))[1]}, "error": None})
+                               "response": {"status_code": 400, "body": error_body(400, str(e))[1]}, "error": None})
                 continue
             usage = reply["usage"]
             self.record(path="batch", key=body_key(body), outcome="batch_ok", status=200, batch_id=batch["id"],
@@ -352,7 +352,7 @@ class _Server:
     async def get_batch(self, request: web.Request) -> web.Response:
         batch_id = request.match_info["batch_id"]
         if batch_id not in self.batches:
-            return _json(*_error(404, f"no batch {batch_id}", "not_found_error"))
+            return _json(*error_body(404, f"no batch {batch_id}", "not_found_error"))
         return _json(200, self._batch_object(batch_id))
 
     # ------------------------------------------------------------------ control

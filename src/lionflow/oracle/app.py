@@ -5,7 +5,7 @@ import itertools
 import json
 import time
 
-from .roles import _text, respond
+from .roles import message_text, respond
 
 MODEL = "oracle"
 # The names it answers to in its model list: its own and the one config/config.yaml asks for (it answers any).
@@ -13,31 +13,31 @@ MODELS = (MODEL, "oracle-1")
 _ids = itertools.count(1)
 
 
-class _BadRequest(Exception):
+class BadRequest(Exception):
     pass
 
 
-def _error(status: int, message: str, type_: str = "invalid_request_error") -> tuple[int, dict]:
+def error_body(status: int, message: str, type_: str = "invalid_request_error") -> tuple[int, dict]:
     return status, {"error": {"message": message, "type": type_, "param": None, "code": None}}
 
 
-def _completion(req: dict) -> dict:
+def completion(req: dict) -> dict:
     if not isinstance(req, dict):
-        raise _BadRequest("request body must be a JSON object")
+        raise BadRequest("request body must be a JSON object")
     model, messages = req.get("model"), req.get("messages")
     if not isinstance(model, str) or not model:
-        raise _BadRequest("'model' is required")
+        raise BadRequest("'model' is required")
     if not isinstance(messages, list) or not messages or not all(
             isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
-        raise _BadRequest("'messages' must be a non-empty list of {role, content} objects")
+        raise BadRequest("'messages' must be a non-empty list of {role, content} objects")
     if req.get("n", 1) not in (1, None):
-        raise _BadRequest("only n=1 is supported")
+        raise BadRequest("only n=1 is supported")
     max_tokens = req.get("max_completion_tokens", req.get("max_tokens"))
     if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
-        raise _BadRequest("'max_tokens' must be a positive integer")
+        raise BadRequest("'max_tokens' must be a positive integer")
     # temperature / top_p are accepted but ignored: the oracle is deterministic.
     content, finish = respond(messages, {"max_tokens": max_tokens, "seed": req.get("seed")})
-    prompt_tokens = sum(len(_text(m.get("content")).split()) for m in messages)
+    prompt_tokens = sum(len(message_text(m.get("content")).split()) for m in messages)
     completion_tokens = len(content.split())
     return {
         "id": f"chatcmpl-oracle-{next(_ids)}",
@@ -58,12 +58,12 @@ def _route(method: str, path: str, body: bytes) -> tuple[int, dict]:
                      "data": [{"id": m, "object": "model", "created": 0, "owned_by": "lionflow"} for m in MODELS]}
     if path == "/v1/chat/completions" and method == "POST":
         try:
-            return 200, _completion(json.loads(body or b"null"))
+            return 200, completion(json.loads(body or b"null"))
         except (json.JSONDecodeError, UnicodeDecodeError):
-            return _error(400, "malformed JSON body")
-        except _BadRequest as e:
-            return _error(400, str(e))
-    return _error(404, f"no route for {method} {path}", "not_found_error")
+            return error_body(400, "malformed JSON body")
+        except BadRequest as e:
+            return error_body(400, str(e))
+    return error_body(404, f"no route for {method} {path}", "not_found_error")
 
 
 def create_app():

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..artifacts import read_jsonl, write_jsonl
-from .tasks import BY_NAME, FAMILIES, Problem, _parse, problem_key, render, sample_params, sample_problem
+from .tasks import BY_NAME, FAMILIES, Problem, parse_family, problem_key, render, sample_params, sample_problem
 
 SEED_POOL = (240, 1)     # (n, seed) of the pool the eval sets must avoid
 JUDGE_QUESTIONS = (20, 5)   # (per category, seed) of the judge's question set
@@ -89,7 +89,7 @@ def make_eval_mc(n: int, seed: int) -> list[dict]:
     def draw():
         fam, level = _pick(rng, [0.5, 0.35, 0.15], fams)
         p = render(fam, sample_params(rng, fam, level))
-        f, params = _parse(p.instruction)
+        f, params = parse_family(p.instruction)
         if f.options:
             choices = f.options(params)
         else:   # first letter: the right letter plus three other letters of the alphabet

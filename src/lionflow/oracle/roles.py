@@ -13,7 +13,7 @@ CANNOT = "I cannot solve this task."
 POSITION_BIAS = 1          # extra points for the answer shown first (like real LLM judges)
 
 
-def _text(content) -> str:
+def message_text(content) -> str:
     """Message content as text; OpenAI also allows a list of content parts."""
     if isinstance(content, list):
         return "".join(p.get("text", "") for p in content if isinstance(p, dict))
@@ -95,7 +95,7 @@ def _truncate(text: str, max_tokens) -> tuple[str, str]:
 
 def respond(messages: list[dict], params: dict) -> tuple[str, str]:
     """(content, finish_reason) for a chat request; the role follows from the last user message."""
-    users = [_text(m.get("content")) for m in messages if m.get("role") == "user"]
+    users = [message_text(m.get("content")) for m in messages if m.get("role") == "user"]
     user = users[-1] if users else ""
     if REFEREE_MARK in user:
         reply = referee(user)

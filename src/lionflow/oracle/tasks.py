@@ -216,7 +216,7 @@ def _params(m: re.Match, form: int | None = None) -> dict:
     return p if form is None else {**p, "form": form}
 
 
-def _parse(instruction: str, input: str = "") -> tuple[Family, dict] | None:
+def parse_family(instruction: str, input: str = "") -> tuple[Family, dict] | None:
     """(family, params) for a recognised instruction, else None."""
     instruction, input = _norm_ws(instruction), _norm_ws(input or "")
     if input:
@@ -257,13 +257,13 @@ def sample_problem(rng: random.Random, family: str, level: int, split: bool = Fa
 
 def parse_problem(instruction: str, input: str = "") -> Problem | None:
     """Recognise an instruction written by sample_problem and solve it; None otherwise."""
-    hit = _parse(instruction, input)
+    hit = parse_family(instruction, input)
     return _problem(hit[0], hit[1], instruction.strip(), (input or "").strip()) if hit else None
 
 
 def problem_key(instruction: str, input: str = "") -> tuple | None:
     """Identity of the underlying task, equal for its inline and split renderings."""
-    hit = _parse(instruction, input)
+    hit = parse_family(instruction, input)
     return (hit[0].name, tuple(sorted((k, str(v)) for k, v in hit[1].items()))) if hit else None
 
 
@@ -292,7 +292,7 @@ def grade(problem: Problem, answer_text: str) -> float:
         r = difflib.SequenceMatcher(None, got.lower(), want.lower()).ratio()
         return 0.8 * r if r >= 0.3 else 0.0
     if f.kind == "choice":
-        hit = _parse(problem.instruction, problem.input)
+        hit = parse_family(problem.instruction, problem.input)
         options = f.options(hit[1]) if hit else [want]
         tokens = set(re.findall(r"[a-z0-9]+", got.lower()))
         if got.lower() == want:
