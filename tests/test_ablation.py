@@ -19,6 +19,8 @@ from lionflow.artifacts import validate
 from lionflow.generation import parent_examples
 from lionflow.layout import ledger_dir
 
+from conftest import ROOT
+
 
 def test_t_interval_by_hand():
     # [1, 2, 3, 4]: mean 2.5, s = sqrt(5/3) = 1.2910, s/sqrt(4) = 0.6455; t(0.975, df 3) = 3.1824
@@ -192,6 +194,24 @@ def test_verdict_follows_the_sign_of_the_interval():
     assert verdict(wide, effect_of_interest=8.0) == verdict(wide) == "no significant difference"
 
 
+def test_the_smollm2_experiment_trains_with_its_loop_recipe():
+    """Snakemake merges config files key by key: config/config.yaml's experiment.overrides (the demo
+    experiment's 5 epochs) must not reach the SmolLM2 arms, which train with config/smollm2_loop.yaml."""
+    import yaml
+    from snakemake.utils import update_config
+
+    config = {}
+    for name in ("config.yaml", "smollm2.yaml", "smollm2_loop.yaml", "smollm2_experiment.yaml"):
+        update_config(config, yaml.safe_load((ROOT / "config" / name).read_text()))
+    loop = yaml.safe_load((ROOT / "config" / "smollm2_loop.yaml").read_text())
+    for strategy in (None, "adversarial", "uniform"):
+        arm = arm_config(config, strategy, 0)
+        assert arm["student"]["train"] == config["student"]["train"]           # the loop's recipe, untouched
+        assert arm["student"]["train"]["epochs"] == loop["student"]["train"]["epochs"] == 2
+        assert arm["iterations"] == loop["iterations"] == 3
+        assert arm["eval"]["lm_eval"]["tasks"] == ["oracle_levels", "oracle"] and arm["eval"]["lm_eval"]["limit"] is None
+
+
 def test_arm_config_differs_only_in_strategy_seed_and_run():
     config = {"run": "demo", "seed": 0, "iterations": 2, "generation": {"new_hard": 60, "strategy": "adversarial"},
               "llm": {"ledger_dir": None, "budget_usd": 5.0},  # each run's own ledger
@@ -227,8 +247,6 @@ def test_uniform_strategy_models_new_instructions_on_the_cache_pool():
 def _workflow_copy(tmp_path, experiment_yaml: str):
     """The workflow in tmp_path with an experiment config: the micro run, two seeds."""
     import shutil
-
-    from conftest import ROOT
 
     for name in ("Snakefile", "experiment.smk", "rules", "workflow", "config", "resources", "tests", "profiles"):
         src = ROOT / name
