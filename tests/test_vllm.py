@@ -173,10 +173,10 @@ def test_vllm_backend_answers_greedily_as_the_hf_backend(smollm2):
     (This test comes before the shared server below: its own server is up alone.)"""
     items = oracle_items(8)
     common = {"max_new_tokens": 16, "temperature": 0.0, "batch_size": 8, "dtype": "float32"}
-    hf = generate_answers(smollm2, items, generate_config(**common))
+    hf = generate_answers(smollm2, items, generate_config(**common), device="cpu")
     started = time.monotonic()
     served = generate_answers(smollm2, items, generate_config(**common, backend="vllm", vllm_command=vllm_command(),
-                                                              vllm_max_model_len=512))
+                                                              vllm_max_model_len=512), device="cpu")
     print(f"backend vllm: 8 answers in {time.monotonic() - started:.0f} s, server start and stop included")
     assert served == hf
     assert len({a["answer"] for a in hf}) == len(items)  # real, distinct answers: order is observable
@@ -257,7 +257,8 @@ def test_a_small_real_referee_fails_the_rule_clearly(server, vllm_endpoint, tmp_
     write_jsonl(tmp_path / "teacher.jsonl", teacher, "answer")
     write_jsonl(tmp_path / "student.jsonl", student, "answer")
     llm = llm_config(server.base_url, model=server.model, params={"temperature": 0.2, "max_tokens": 128, "seed": 0},
-                     cache_dir=tmp_path / "cache", failure_tolerance=0.01, **vllm_endpoint)
+                     cache_dir=tmp_path / "cache", ledger_dir=str(tmp_path / "ledger"), failure_tolerance=0.01,
+                     **vllm_endpoint)
     llm["referee"]["parse_retries"] = 1
     out = tmp_path / "out"
     snakemake = types.SimpleNamespace(
@@ -267,7 +268,7 @@ def test_a_small_real_referee_fails_the_rule_clearly(server, vllm_endpoint, tmp_
         output=types.SimpleNamespace(scores=str(out / "referee_scores.jsonl"), stats=str(out / "referee.json")),
         # as the rule passes them: the role's identity as params, the run-wide settings in config
         params=types.SimpleNamespace(referee=role_identity(llm, "referee")),
-        config={"llm": llm, "discrimination": {"max_referee_failure_rate": 0.05}})
+        config={"run": "vllm-referee", "llm": llm, "discrimination": {"max_referee_failure_rate": 0.05}})
     stderr, root = sys.stderr, __import__("logging").getLogger()
     handlers, level = root.handlers[:], root.level
     try:   # the rule's own script, as Snakemake runs it
