@@ -10,9 +10,10 @@ file or `builtin:tiny`), the same examples (seed-pool instructions answered by t
 oracle, encoded by lionflow's own `encode_example`: chat template, loss on the response only), the
 same batch, max length, epochs, learning rate, schedule, warmup, clipping and seed:
 
-- `lionflow-<precision>`: `lionflow.student.train.train()`, the training rule's loop (length-grouped
-  batches, fused AdamW, the LM head on trained positions only; `bf16`: `student.train.bf16` and
-  `cpu_bf16`, autocast on a CPU with native bf16; `fp32`: the CPU default).
+- `lionflow-<precision>`: `lionflow.student.train.train()`, the training rule's loop (random batches,
+  each packed into one row with the examples kept apart, fused AdamW, the LM head on trained positions
+  only; `bf16`: `student.train.bf16` and `cpu_bf16`, autocast on a CPU with native bf16; `fp32`: the
+  CPU default). `lionflow_padded-fp32`: the same loop with `packing: false` (right-padded batches).
 - `trl-<precision>`: TRL's `SFTTrainer` (a benchmark dependency: `pip install -e '.[bench]'`) on the
   same token ids and labels (a pre-tokenized dataset), its defaults otherwise (random batches, its
   fused LM-head loss) except `gradient_checkpointing=False` (TRL's default True recomputes every
@@ -41,7 +42,7 @@ from stages import Stages
 
 ROOT = Path(__file__).resolve().parents[1]
 GGUF = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-ARMS = ("lionflow-fp32", "trl-fp32", "lionflow-bf16", "trl-bf16")
+ARMS = ("lionflow-fp32", "trl-fp32", "lionflow_padded-fp32", "lionflow-bf16", "trl-bf16")
 # Dense bf16 datasheet peaks of GPUs, in TFLOP/s (benchmarks/gpu_check.py's MFU)
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "V100": 125.0}
 run = Stages("train_throughput")
@@ -109,7 +110,7 @@ def final_loss(model, data: list[dict], pad_id: int, batch: int) -> float:
     return total / n
 
 
-def run_lionflow(a, base: str, examples: list[dict], out: Path, bf16: bool) -> dict:
+def run_lionflow(a, base: str, examples: list[dict], out: Path, bf16: bool, packed: bool = True) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lionflow.student.train import TrainConfig, encode_examples, train
@@ -117,7 +118,8 @@ def run_lionflow(a, base: str, examples: list[dict], out: Path, bf16: bool) -> d
     cfg = TrainConfig(epochs=a.epochs, learning_rate=a.lr, lr_scheduler="cosine", warmup_ratio=0.03,
                       weight_decay=0.0, max_length=a.max_length, effective_batch_size=a.batch,
                       per_device_batch_size=a.batch, seed=0, bf16=bf16, max_grad_norm=1.0,
-                      checkpoint_every_steps=0, fsdp=True, lora=None, cpu_bf16=bf16)
+                      checkpoint_every_steps=0, fsdp=True, lora=None, cpu_bf16=bf16,
+                      packing=packed)
     log = train(base, examples, out, cfg, device="cpu", log_every=10**6)
     tokenizer = AutoTokenizer.from_pretrained(out)
     data = encode_examples(tokenizer, examples, a.max_length)[0]
@@ -177,8 +179,10 @@ def child(a) -> None:
 
     examples = read_jsonl(a.data, "answer")
     kind, precision = a.arm.split("-")
-    run = run_lionflow if kind == "lionflow" else run_trl
-    out = run(a, a.base, examples, Path(a.out), precision == "bf16")
+    if kind == "lionflow_padded":
+        out = run_lionflow(a, a.base, examples, Path(a.out), precision == "bf16", packed=False)
+    else:
+        out = (run_lionflow if kind == "lionflow" else run_trl)(a, a.base, examples, Path(a.out), precision == "bf16")
     print(json.dumps(out))
 
 
@@ -273,6 +277,10 @@ def main():
         if lf and trl:
             ratios[f"lionflow_over_trl_{prec}"] = {"tokens_per_s": round(lf["tokens_per_s"] / trl["tokens_per_s"], 3),
                                                    "final_loss": round(lf["final_loss"] / trl["final_loss"], 4)}
+    if "lionflow_padded-fp32" in ran and "lionflow-fp32" in ran:
+        lp, lf = ran["lionflow_padded-fp32"], ran["lionflow-fp32"]
+        ratios["lionflow_packed_over_padded_fp32"] = {"tokens_per_s": round(lf["tokens_per_s"] / lp["tokens_per_s"], 3),
+                                                      "final_loss": round(lf["final_loss"] / lp["final_loss"], 4)}
     if "lionflow-bf16" in ran and "lionflow-fp32" in ran:
         lb, lf = ran["lionflow-bf16"], ran["lionflow-fp32"]
         ratios["lionflow_bf16_over_fp32"] = {"tokens_per_s": round(lb["tokens_per_s"] / lf["tokens_per_s"], 3),

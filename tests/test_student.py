@@ -107,21 +107,59 @@ def test_unknown_backend(tiny):
         generate_answers(tiny, items, generate_config(backend="tgi"), device="cpu")
 
 
-def test_batches_are_length_grouped_and_replayable():
-    """Each epoch covers every example once, the same way for the same (seed, epoch); grouped by length
-    (group=64), little of what is computed is padding (random batches of these lengths pad ~40 %)."""
-    import random
-
+def test_batches_are_random_and_replayable():
+    """Each epoch covers every example once, the same way for the same (seed, epoch), another way in the next."""
     from lionflow.student.train import epoch_batches
 
     cfg = TrainConfig(**{**CFG, "per_device_batch_size": 8})
-    lengths = [random.Random(i).randint(20, 200) for i in range(1000)]
-    for group in (1, 64):
-        batches = epoch_batches(lengths, 0, cfg, rank=0, world=1, group=group)
-        assert sorted(j for b in batches for j in b) == list(range(1000))
-        assert batches == epoch_batches(lengths, 0, cfg, 0, 1, group=group) != epoch_batches(lengths, 1, cfg, 0, 1, group)
-    computed = sum(max(lengths[j] for j in b) * len(b) for b in batches)
-    assert 1 - sum(lengths) / computed < 0.10
+    batches = epoch_batches(1000, 0, cfg, rank=0, world=1)
+    assert sorted(j for b in batches for j in b) == list(range(1000)) and {len(b) for b in batches} == {8}
+    assert batches == epoch_batches(1000, 0, cfg, 0, 1) != epoch_batches(1000, 1, cfg, 0, 1)
+
+
+def test_a_packed_batch_has_the_padded_batchs_loss_and_gradients(tmp_path):
+    """One row of examples kept apart (packing.py) gives the padded batch's loss and gradients, with
+    grouped-query attention (SmolLM2's 9 query heads share 3 key/value heads; here 4 share 2), computes
+    no padding, and the model's own attention is back afterwards."""
+    import torch
+
+    from lionflow.student import packing
+    from lionflow.student.train import collate, loss_of
+
+    d = build_tiny_student(tmp_path / "gqa", seed=0, **{**TINY, "num_heads": 4}, num_kv_heads=2)
+    tokenizer, model = AutoTokenizer.from_pretrained(d), AutoModelForCausalLM.from_pretrained(d)
+    assert model.config.num_key_value_heads < model.config.num_attention_heads
+    features = [encode_example(tokenizer, ex, 256)[0] for ex in examples(6)]
+    assert len({len(f["input_ids"]) for f in features}) > 1    # padded, the batch would compute padding
+
+    def loss_and_grads(batch):
+        model.zero_grad()
+        loss = loss_of(model, batch, True)
+        loss.backward()
+        return float(loss), [p.grad.clone() for p in model.parameters()]
+
+    padded, padded_grads = loss_and_grads(collate(features, tokenizer.pad_token_id))
+    before = packing.enable(model)
+    batch = packing.pack(features)
+    assert batch["input_ids"].shape == (1, sum(len(f["input_ids"]) for f in features))
+    packed, packed_grads = loss_and_grads(batch)
+    assert packed == pytest.approx(padded, rel=1e-6)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(packed_grads, padded_grads))
+    # without bounds the packed attention is the model's own (a padded batch through the same model)
+    assert loss_and_grads(collate(features, tokenizer.pad_token_id))[0] == pytest.approx(padded, rel=1e-6)
+    packing.disable(model, before)
+    assert model.config._attn_implementation == before == "sdpa"
+
+
+def test_packed_and_padded_training_follow_the_same_losses(tiny, tmp_path):
+    """The training loop with `packing` (the default) trains the same steps to the same losses as with
+    padded batches, and computes no padding."""
+    logs = {p: train(tiny, examples(24), tmp_path / str(p), TrainConfig(**{**CFG, "epochs": 2, "packing": p}),
+                     device="cpu") for p in (True, False)}
+    assert logs[True]["packed"] and not logs[False]["packed"]
+    assert logs[True]["computed_tokens"] == logs[True]["trained_tokens"] == logs[False]["trained_tokens"]
+    assert logs[False]["computed_tokens"] > logs[False]["trained_tokens"]
+    assert [s["loss"] for s in logs[True]["steps"]] == pytest.approx([s["loss"] for s in logs[False]["steps"]], rel=1e-4)
 
 
 def test_loss_on_trained_positions_only_is_the_models_loss(tiny):

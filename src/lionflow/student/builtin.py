@@ -31,7 +31,8 @@ def build_tokenizer(model_max_length: int = 1024) -> PreTrainedTokenizerFast:
 
 def build_tiny_student(out_dir, seed: int, hidden_size: int = 192, num_layers: int = 3,
                        num_heads: int = 6, intermediate_size: int = 512,
-                       max_positions: int = 1024) -> Path:
+                       max_positions: int = 1024, num_kv_heads: int | None = None) -> Path:
+    """A random LLaMA with the built tokenizer (num_kv_heads < num_heads: grouped-query attention)."""
     out_dir = Path(out_dir)
     torch.manual_seed(seed)
     tokenizer = build_tokenizer(max_positions)
@@ -39,7 +40,7 @@ def build_tiny_student(out_dir, seed: int, hidden_size: int = 192, num_layers: i
                pad_token_id=tokenizer.pad_token_id)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size,
-        num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
+        num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads or num_heads,
         max_position_embeddings=max_positions, tie_word_embeddings=True, **ids)
     model = LlamaForCausalLM(config)
     for k, v in ids.items():

@@ -41,6 +41,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
 
 from ..artifacts import atomic_dir, atomic_write, read_jsonl
 from . import lora as lora_
+from . import packing as packing_
 from . import sharding
 from .device import peak_memory, resolve_device
 from .prompting import ensure_chat_template, prompt_text
@@ -67,6 +68,7 @@ class TrainConfig:
     fsdp: bool  # shard with FSDP2 under a multi-process launch (false: DDP)
     lora: dict | None  # student.train.lora (None or enabled: false - full fine-tuning)
     cpu_bf16: bool  # bf16 autocast on a CPU with native bf16 too (AVX512-BF16/AMX); see the schema
+    packing: bool  # each micro-batch packed into one row, examples kept apart (packing.py): no padding computed
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -122,7 +124,7 @@ def loss_of(model, batch: dict, trained_positions_only: bool) -> torch.Tensor:
     labels = batch["labels"]
     keep = torch.zeros_like(labels, dtype=torch.bool)
     keep[:, :-1] = labels[:, 1:] != -100
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep).logits
+    logits = model(**{k: v for k, v in batch.items() if k != "labels"}, logits_to_keep=keep).logits
     return torch.nn.functional.cross_entropy(logits.float(), labels[:, 1:][keep[:, :-1]])
 
 
@@ -140,37 +142,22 @@ def seed_everything(seed: int):
     torch.manual_seed(seed)
 
 
-# Micro-batches per length group (a shuffled chunk of the epoch, sorted by length). 1: random batches.
-# Grouping by 64 halved the padding on SmolLM2 (19.4 % -> 10.6 %) but batches of similar length hold similar
-# tasks, and after 8 steps the trained model's loss was 0.79 against 0.52 with random batches
-# (benchmarks/train_throughput.py): random batches until packing that keeps examples apart replaces both.
-GROUP_BATCHES = 1
+def epoch_batches(n_examples: int, epoch: int, cfg: TrainConfig, rank: int, world: int) -> list[list[int]]:
+    """This process's micro-batches (example indices) of an epoch: random batches, a pure function of
+    (seed, epoch), so a resumed run replays them. In the shuffled order, an effective batch holds the same
+    examples whatever the number of processes (1 x 2 micro-batches = 2 processes x 1). Every process gets
+    the same number of batches (the permutation wraps around, as in DistributedSampler), so no process waits
+    on a collective the others never reach. Padding is not computed: each micro-batch is packed (packing.py).
 
-
-def epoch_batches(lengths: list[int], epoch: int, cfg: TrainConfig, rank: int, world: int,
-                  group: int | None = None) -> list[list[int]]:
-    """This process's micro-batches (example indices) of an epoch: a pure function of (seed, epoch, lengths).
-
-    With GROUP_BATCHES > 1, length-grouped: the shuffled epoch is cut into chunks of GROUP_BATCHES
-    micro-batches, each chunk sorted by token length and split into micro-batches, and the micro-batches
-    are shuffled again, so a batch holds examples of similar length and little of what is computed is
-    padding (each example stays a sequence of its own: no packing). Every process gets the same number of batches (the
-    permutation wraps around, as in DistributedSampler), so no process waits on a collective the
-    others never reach.
+    (Length-grouped batches, tried before packing, halved the padding but held similar tasks together:
+    the trained model's loss was 0.79 against 0.52 with random batches, benchmarks/train_throughput.py.)
     """
-    n_examples, bs, group = len(lengths), cfg.per_device_batch_size, group or GROUP_BATCHES
     gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
     order = torch.randperm(n_examples, generator=gen).tolist()
     per_process = math.ceil(n_examples / world)
-    order = (order * math.ceil(per_process * world / n_examples))[:per_process * world]
-    mine = order[rank::world]
-    batches = []
-    for g in range(0, len(mine), bs * group):
-        chunk = sorted(mine[g:g + bs * group], key=lambda j: -lengths[j])
-        batches += [chunk[i:i + bs] for i in range(0, len(chunk), bs)]
-    if group == 1:   # random batches, in the shuffled order: an effective batch holds the same examples
-        return batches   # whatever the number of processes (1 x 2 micro-batches = 2 processes x 1)
-    return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
+    mine = (order * math.ceil(per_process * world / n_examples))[:per_process * world][rank::world]
+    bs = cfg.per_device_batch_size
+    return [mine[i:i + bs] for i in range(0, len(mine), bs)]
 
 
 @dataclass
@@ -183,6 +170,7 @@ class Setup:
     grad_accum: int
     sharded: bool
     state_memory: dict | None = None  # parameters + gradients + optimizer state per process, at the first step
+    attention: str | None = None  # with packing: the model's own attention, restored before saving
 
 
 def cpu_has_bf16() -> bool:
@@ -218,6 +206,8 @@ def load_student(init_dir, cfg: TrainConfig, run: Setup):
     else:
         model = AutoModelForCausalLM.from_pretrained(init_dir, dtype=torch.float32)
     counts = parameter_counts(model)
+    if cfg.packing:
+        run.attention = packing_.enable(model)
     log.info("%s: %d trainable parameters of %d (%.2f%%)", "LoRA" if lora else "full fine-tuning",
              counts["trainable_parameters"], counts["total_parameters"], counts["trainable_percent"])
     return tokenizer, model, lora, counts
@@ -252,7 +242,7 @@ def optimization(model, cfg: TrainConfig, run: Setup, n_examples: int):
     if not run.sharded:
         model, optimizer = run.accelerator.prepare(model, optimizer)  # DDP over several processes
     acc = run.accelerator
-    micro_per_epoch = len(epoch_batches([0] * n_examples, 0, cfg, acc.process_index, acc.num_processes))
+    micro_per_epoch = len(epoch_batches(n_examples, 0, cfg, acc.process_index, acc.num_processes))
     total_steps = math.ceil(micro_per_epoch / run.grad_accum) * cfg.epochs
     # Stepped by hand once per optimizer step, so its count does not depend on the process count.
     scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=math.ceil(cfg.warmup_ratio * total_steps),
@@ -312,10 +302,12 @@ def train_epoch(model, optimizer, scheduler, data: list[dict], pad_id: int, cfg:
     """One epoch from micro-batch `first_micro` (a resumed run's position); returns the optimizer step reached."""
     acc, grad_accum = run.accelerator, run.grad_accum
     trained_only = projects_trained_positions_only(acc.unwrap_model(model))
-    batches = epoch_batches([len(d["input_ids"]) for d in data], epoch, cfg, acc.process_index, acc.num_processes)
+    batches = epoch_batches(len(data), epoch, cfg, acc.process_index, acc.num_processes)
     window_loss, window_n, tokens, computed = 0.0, 0, 0, 0
     for i in range(first_micro, len(batches)):
-        batch = {k: v.to(acc.device) for k, v in collate([data[j] for j in batches[i]], pad_id).items()}
+        examples = [data[j] for j in batches[i]]
+        batch = packing_.pack(examples) if run.attention else collate(examples, pad_id)
+        batch = {k: v.to(acc.device) if torch.is_tensor(v) else v for k, v in batch.items()}
         last_micro = (i + 1) % grad_accum == 0 or i + 1 == len(batches)
         # the epoch's last window may be short: average over its real size
         window = min(grad_accum, len(batches) - i // grad_accum * grad_accum)
@@ -324,8 +316,8 @@ def train_epoch(model, optimizer, scheduler, data: list[dict], pad_id: int, cfg:
             loss = loss_of(model, batch, trained_only)
             acc.backward(loss / window)
         window_loss, window_n = window_loss + loss.detach(), window_n + 1
-        tokens += int(batch["attention_mask"].sum()) * acc.num_processes
-        computed += batch["attention_mask"].numel() * acc.num_processes
+        tokens += sum(len(ex["input_ids"]) for ex in examples) * acc.num_processes
+        computed += batch["input_ids"].numel() * acc.num_processes   # with the padding, if any
         if not last_micro:
             continue
         if cfg.max_grad_norm:
@@ -349,6 +341,8 @@ def save(model, tokenizer, run: Setup, init_dir, out_dir, lora, summary: dict, s
     """The checkpoint (LoRA: the merged model, the adapter in out/adapter/), the tokenizer and training_log.json."""
     acc = run.accelerator
     acc.wait_for_everyone()
+    if run.attention:
+        packing_.disable(acc.unwrap_model(model), run.attention)
     summary = {**summary, **peak_memory(str(acc.device))}  # the training loop's peak (model, optimizer, activations)
     # the full weights on process 0 (FSDP2: gathered from the shards)
     state_dict = sharding.full_state_dict(model) if run.sharded else acc.get_state_dict(model)
@@ -401,7 +395,8 @@ def train(init_dir, examples: list[dict], out_dir, cfg: TrainConfig, state_dir=N
                "resumed_from_step": progress["step"] if progress["resumed"] else None,
                "final_loss": losses.history[-1]["loss"] if losses.history else None,
                "wall_time_s": round(time.time() - t0, 2), "train_loop_s": round(time.time() - t_loop, 2),
-               "precision": "bf16" if run.bf16 else "fp32", "trained_tokens": losses.trained_tokens,
+               "precision": "bf16" if run.bf16 else "fp32", "packed": bool(run.attention),
+               "trained_tokens": losses.trained_tokens,
                "computed_tokens": losses.computed_tokens, "method": "lora" if lora else "full", **counts,
                "sharding": layout, "state_memory": run.state_memory, "steps": losses.history}
     return save(model, tokenizer, run, init_dir, out_dir, lora, summary, state_dir)
