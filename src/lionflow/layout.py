@@ -5,6 +5,9 @@ name paths through it, relative to the working directory as Snakemake does."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 RESULTS = "results"
 LLM_STAGES = ("teacher_train", "teacher_cache", "referee", "generator")  # an iteration's LLM stages, in loop order
 STRATEGIES = ("adversarial", "uniform")  # generation.strategy: new instructions modelled on hard or on random ones
@@ -35,6 +38,12 @@ def lm_eval_file(run: str, checkpoint_name: str) -> str:
 def iteration_file(run: str, k: int, name: str) -> str:
     """A file of iteration k, e.g. iteration_file(run, 2, "hard.jsonl")."""
     return f"{run_dir(run)}/iter{k}/{name}"
+
+
+def iteration_dirs(run_path) -> list[tuple[int, Path]]:
+    """The iter<k>/ folders of a run's directory (any path, e.g. a copied results/<run>), as (k, path) in order."""
+    found = ((re.fullmatch(r"iter(\d+)", p.name), p) for p in Path(run_path).glob("iter*") if p.is_dir())
+    return sorted((int(m.group(1)), p) for m, p in found if m)
 
 
 def ledger_dir(config: dict) -> str:

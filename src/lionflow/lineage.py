@@ -13,12 +13,12 @@ A seed's family is the oracle task family its instruction parses as (the demo wo
 
 from __future__ import annotations
 
-import re
 import sys
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
+from . import layout
 from .artifacts import iter_jsonl
 from .oracle.tasks import parse_problem
 
@@ -36,12 +36,10 @@ def index_files(paths: Iterable) -> dict[str, dict]:
 
 def run_files(run_dir) -> list[Path]:
     """A run's seed pool and every iteration's new instructions, in iteration order."""
-    run_dir = Path(run_dir)
-    iterations = sorted((int(m.group(1)), p) for p in run_dir.glob("iter*")
-                        if (m := re.fullmatch(r"iter(\d+)", p.name)))
+    iterations = layout.iteration_dirs(run_dir)
     if not iterations:
         raise FileNotFoundError(f"{run_dir}: no iter<k>/ folders (a results/<run> directory?)")
-    seeds = run_dir / "iter1" / "cache_pool.jsonl"
+    seeds = iterations[0][1] / "cache_pool.jsonl"
     return [seeds] + [p / f"new_{o}.jsonl" for _, p in iterations for o in ("hard", "easy")
                       if (p / f"new_{o}.jsonl").is_file()]
 
