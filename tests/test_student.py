@@ -136,7 +136,7 @@ def test_a_packed_batch_has_the_padded_batchs_loss_and_gradients(tmp_path):
         model.zero_grad()
         loss = loss_of(model, batch, True)
         loss.backward()
-        return float(loss), [p.grad.clone() for p in model.parameters()]
+        return float(loss.detach()), [p.grad.clone() for p in model.parameters()]
 
     padded, padded_grads = loss_and_grads(collate(features, tokenizer.pad_token_id))
     before = packing.enable(model)
