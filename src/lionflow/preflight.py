@@ -19,7 +19,7 @@ from pathlib import Path
 import openai
 
 from .judge import role_configs
-from .layout import run_dir, student_dir
+from .layout import iteration_dirs, run_dir, student_dir
 from .oracle import URL as BUILTIN
 from .student.facts import base_model_context, token_counter, tokenizer_file
 from .student.prompting import user_content
@@ -440,8 +440,9 @@ CHECKPOINT_RULES = {"base_student": "build_base_student", "student": "train_stud
 def check_checkpoints(config: dict) -> list[str]:
     """A checkpoint Snakemake considers built (no incomplete marker) holds config, weights and tokenizer;
     a damaged one would otherwise count as done ("Nothing to be done") and fail later jobs."""
-    results, problems = Path(run_dir(config["run"])), []
-    for ckpt in [results / "base_student", *sorted(results.glob("iter*/student"))]:
+    problems = []
+    for ckpt in [Path(student_dir(config["run"], "base")),
+                 *(p / "student" for _, p in iteration_dirs(run_dir(config["run"])))]:
         if not ckpt.is_dir():
             continue
         marker = Path(".snakemake/incomplete") / base64.urlsafe_b64encode(str(ckpt).encode()).decode()

@@ -20,6 +20,11 @@ KEY = "student.train.lora"
 ADAPTER_DIR = "adapter"
 
 
+def transformers_model(model):
+    """The transformers model itself: under peft's LoRA wrapper its base model, else `model`."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 @dataclass(frozen=True)
 class LoraSettings:
     r: int

@@ -22,6 +22,8 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
+from .lora import transformers_model
+
 log = logging.getLogger("lionflow.student.packing")
 ATTENTION = "lionflow_packed"
 BOUNDS = "packed_seq_bounds"
@@ -49,14 +51,10 @@ AttentionInterface.register(ATTENTION, packed_attention)
 ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION, packed_mask)
 
 
-def _base(model):
-    return model.get_base_model() if hasattr(model, "get_base_model") else model   # under peft: the model itself
-
-
 def enable(model) -> str | None:
     """Switch the student (before any wrapping) to the packed attention; returns the attention it had, to
     restore before saving, or None when the model cannot be packed (then it trains on padded batches)."""
-    base = _base(model)
+    base = transformers_model(model)
     before = base.config._attn_implementation
     if not base._can_set_attn_implementation():
         log.warning("%s does not use transformers' AttentionInterface: training on padded batches",
@@ -68,7 +66,7 @@ def enable(model) -> str | None:
 
 def disable(model, before: str) -> None:
     """Back to the model's own attention (what the saved checkpoint says and generation uses)."""
-    _base(model).set_attn_implementation(before)
+    transformers_model(model).set_attn_implementation(before)
 
 
 def pack(examples: list[dict]) -> dict:

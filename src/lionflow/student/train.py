@@ -109,7 +109,7 @@ def collate(batch: list[dict], pad_id: int) -> dict:
 def projects_trained_positions_only(model: torch.nn.Module) -> bool:
     """Whether the model's forward takes a boolean `logits_to_keep` mask (transformers' own causal LMs):
     then the LM head projects only the positions whose next token is trained (see `loss_of`)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # under peft: the model itself
+    base = lora_.transformers_model(model)
     return "slice_logits_to_keep" in getattr(inspect.unwrap(type(base).forward), "__globals__", {})
 
 
